@@ -1,0 +1,1 @@
+"""Reading raw car-photo collections (CompCars layout or a manifest CSV) and cropping them."""

@@ -1,0 +1,229 @@
+"""data_engineering nodes: pure functions from tables (and a raw-source handle) to tables."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from compcars_kedro.data.imaging import CropSpec, check_decodes, crop_many, parallel_map
+from compcars_kedro.data.raw import RawSource, parse_compcars, parse_manifest_csv
+from compcars_kedro.datasets.crops import CropsStore
+from compcars_kedro.params import DataEngineeringParams, validate
+
+logger = logging.getLogger(__name__)
+
+REJECT_REASONS = (
+    "missing_file", "missing_label", "label_error", "not_an_image", "decode_error",
+    "unknown_viewpoint", "degenerate_bbox", "bbox_outside_image",
+)
+REJECTED_COLUMNS = ["image_id", "path", "reason", "detail"]
+SPLITS = ("train", "val", "test", "unseen")
+
+
+def parse_raw(raw: RawSource) -> pd.DataFrame:
+    """Raw collection -> manifest: one row per file (and per listed-but-missing file)."""
+    manifest = parse_compcars(raw.root) if raw.kind == "compcars" else parse_manifest_csv(raw.root)
+    logger.info("parsed %d entries from %s (%s)", len(manifest), raw.root, raw.kind)
+    return manifest
+
+
+def _bbox_check(row: pd.Series, tolerance: float, min_size: int) -> tuple[str | None, str, tuple]:
+    x0, y0, x1, y1 = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+    w, h = float(row["width"]), float(row["height"])
+    if x1 - x0 < min_size or y1 - y0 < min_size:
+        return "degenerate_bbox", f"box {x0:g},{y0:g},{x1:g},{y1:g} smaller than {min_size}px", ()
+    cx0, cy0, cx1, cy1 = max(0.0, x0), max(0.0, y0), min(w, x1), min(h, y1)
+    inside = max(0.0, cx1 - cx0) * max(0.0, cy1 - cy0)
+    outside = 1.0 - inside / ((x1 - x0) * (y1 - y0))
+    if outside > tolerance:
+        return ("bbox_outside_image",
+                f"{outside:.0%} of box {x0:g},{y0:g},{x1:g},{y1:g} outside {w:g}x{h:g}", ())
+    if cx1 - cx0 < min_size or cy1 - cy0 < min_size:
+        return "degenerate_bbox", "box degenerate after clipping", ()
+    return None, "", (cx0, cy0, cx1, cy1)
+
+
+def validate_images(
+    manifest: pd.DataFrame, raw: RawSource, parameters: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check every row; return (valid rows with clipped boxes, rejected rows with one reason each).
+
+    Checks in order: file exists, label present and parsable, file is an image, it decodes fully,
+    viewpoint known, box not degenerate, box inside the image (clipped when at most
+    ``bbox_tolerance`` of its area lies outside, rejected beyond).
+    """
+    p = validate(DataEngineeringParams, parameters, "data_engineering")
+    reasons: dict[int, tuple[str, str]] = {}
+    for i, row in manifest.iterrows():
+        if not row["exists"]:
+            reasons[i] = ("missing_file", "listed in train_test_split but not on disk")
+        elif not row["has_label"]:
+            reasons[i] = ("missing_label", "no label file")
+        elif pd.notna(row["label_error"]):
+            reasons[i] = ("label_error", str(row["label_error"]))
+        elif pd.isna(row["width"]):
+            reasons[i] = ("not_an_image", "file header is not a readable image")
+
+    to_decode = [i for i in manifest.index if i not in reasons]
+    errors = parallel_map(
+        check_decodes, [str(raw.resolve(manifest.at[i, "path"])) for i in to_decode],
+        total=len(to_decode), num_workers=p.num_workers, chunksize=32, desc="validate",
+    )
+    for i, err in zip(to_decode, errors, strict=True):
+        if err is not None:
+            reasons[i] = ("decode_error", err)
+
+    clipped: dict[int, tuple] = {}
+    for i in manifest.index:
+        if i in reasons:
+            continue
+        row = manifest.loc[i]
+        if row["viewpoint"] in (None, "unknown") or pd.isna(row["viewpoint"]):
+            reasons[i] = ("unknown_viewpoint", f"viewpoint code {row['viewpoint_code']}")
+            continue
+        reason, detail, box = _bbox_check(row, p.bbox_tolerance, p.min_bbox_size)
+        if reason:
+            reasons[i] = (reason, detail)
+        else:
+            clipped[i] = box
+
+    rejected = pd.DataFrame(
+        [{"image_id": manifest.at[i, "image_id"], "path": manifest.at[i, "path"],
+          "reason": r, "detail": d} for i, (r, d) in sorted(reasons.items())],
+        columns=REJECTED_COLUMNS,
+    )
+    valid = manifest.loc[sorted(clipped)].copy()
+    boxes = np.array([clipped[i] for i in valid.index], dtype=float).reshape(-1, 4)
+    orig = valid[["x0", "y0", "x1", "y1"]].to_numpy(dtype=float)
+    valid[["x0", "y0", "x1", "y1"]] = boxes
+    valid["bbox_clipped"] = ~np.isclose(orig, boxes).all(axis=1)
+    valid["model"] = valid["model"].fillna("model_" + valid["model_id"].astype("string"))
+    valid["make"] = valid["make"].fillna("make_" + valid["make_id"].astype("string"))
+    valid = valid.drop(columns=["exists", "has_label", "label_error"]).reset_index(drop=True)
+
+    counts = rejected["reason"].value_counts().to_dict()
+    logger.info("validation: %d valid (%d boxes clipped), %d rejected %s", len(valid),
+                int(valid["bbox_clipped"].sum()), len(rejected), counts or "")
+    return valid, rejected
+
+
+def _class_keys(df: pd.DataFrame, granularity: str) -> tuple[pd.Series, pd.Series]:
+    model_key = df["model_id"].astype("string")
+    name = df["make"].astype(str) + " " + df["model"].astype(str)
+    if granularity == "model+year":
+        return model_key + "/" + df["year"].astype(str), name + " (" + df["year"].astype(str) + ")"
+    return model_key, name
+
+
+def split_dataset(
+    validated: pd.DataFrame, parameters: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Filter by viewpoint and class size, hold out unseen classes, split the rest by image.
+
+    Returns ``(image_splits, multiview_samples, excluded, summary)``.
+
+    * Classes (``model`` or ``model+year``) are kept when they have at least
+      ``min_images_per_class_per_view`` images in EVERY kept viewpoint, so every view setting
+      (front, rear, front+rear) trains and evaluates on the same classes.
+    * Open set: ``unseen_fraction`` of the kept classes (seeded permutation) go entirely to the
+      ``unseen`` split; no image of theirs is used for training or model selection.
+    * Closed set: every (class, viewpoint) group of the other classes is shuffled with the seed
+      and cut into val / test / train (at least one val image, one test image when
+      ``test_fraction > 0``; the rest train), i.e. stratified by class and view.
+    * Pairing rule (multi-view samples): within one (class, split), fronts and rears are shuffled
+      with the seed and paired by position; the shorter list is cycled so every image is used and
+      ``n_pairs = max(n_front, n_rear)``. Pairs never cross splits, so no image leaks. A
+      (class, split) that lacks one view forms no pairs (logged; its images remain usable for
+      single-view runs).
+    """
+    p = validate(DataEngineeringParams, parameters, "data_engineering")
+    df = validated.copy()
+    df["class_id"], df["class_name"] = _class_keys(df, p.class_granularity)
+    excluded = [df.loc[~df["viewpoint"].isin(p.viewpoints)].assign(reason="viewpoint_not_kept")]
+    df = df.loc[df["viewpoint"].isin(p.viewpoints)]
+
+    counts = df.groupby(["class_id", "viewpoint"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=p.viewpoints, fill_value=0)
+    ok_classes = counts.index[(counts >= p.min_images_per_class_per_view).all(axis=1)]
+    small = ~df["class_id"].isin(ok_classes)
+    excluded.append(df.loc[small].assign(reason="class_below_min_images_per_view"))
+    df = df.loc[~small].copy()
+
+    rng = np.random.default_rng(p.seed)
+    classes = np.array(sorted(ok_classes))
+    n_unseen = int(round(p.unseen_fraction * len(classes)))
+    if p.unseen_fraction > 0 and len(classes) > 1:
+        n_unseen = min(max(1, n_unseen), len(classes) - 1)
+    unseen = set(rng.permutation(classes)[:n_unseen].tolist())
+    df["split"] = np.where(df["class_id"].isin(unseen), "unseen", "")
+
+    seen = df.loc[df["split"] == ""].sort_values("image_id")
+    for (_, _), group in seen.groupby(["class_id", "viewpoint"], sort=True):
+        idx = rng.permutation(group.index.to_numpy())
+        n = len(idx)
+        n_val = max(1, int(round(p.val_fraction * n)))
+        n_test = max(1, int(round(p.test_fraction * n))) if p.test_fraction > 0 else 0
+        n_val, n_test = min(n_val, n - 1), min(n_test, max(0, n - 1 - n_val))
+        df.loc[idx[:n_val], "split"] = "val"
+        df.loc[idx[n_val:n_val + n_test], "split"] = "test"
+        df.loc[idx[n_val + n_test:], "split"] = "train"
+    image_splits = df.sort_values(["split", "class_id", "viewpoint", "image_id"]).reset_index(drop=True)
+
+    pairs = _pair_views(image_splits, p.viewpoints, rng)
+    excl = pd.concat(excluded)[["image_id", "path", "viewpoint", "class_id", "reason"]]
+    summary = _split_summary(image_splits, pairs, excl, p)
+    logger.info("splits: %s", summary["images_per_split"])
+    return image_splits, pairs, excl.reset_index(drop=True), summary
+
+
+def _pair_views(images: pd.DataFrame, views: list[str], rng: np.random.Generator) -> pd.DataFrame:
+    cols = ["sample_id", "split", "class_id"] + [f"{v}_image_id" for v in views]
+    rows = []
+    if len(views) < 2:
+        return pd.DataFrame(columns=cols)
+    for (split, cls), group in images.groupby(["split", "class_id"], sort=True):
+        per_view = [rng.permutation(group.loc[group["viewpoint"] == v, "image_id"].sort_values()
+                                    .to_numpy()) for v in views]
+        if min(len(ids) for ids in per_view) == 0:
+            # a view is absent from this (class, split): its images stay single-view only
+            logger.warning("no %s pair possible for class %s in %s (a view is missing)",
+                           "+".join(views), cls, split)
+            continue
+        n = max(len(ids) for ids in per_view)
+        for k in range(n):
+            rows.append([f"{split}:{cls}:{k}", split, cls] + [ids[k % len(ids)] for ids in per_view])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _split_summary(images: pd.DataFrame, pairs: pd.DataFrame, excluded: pd.DataFrame,
+                   p: DataEngineeringParams) -> dict[str, Any]:
+    per_split = images.groupby("split")
+    return {
+        "images_per_split": {s: int(per_split.size().get(s, 0)) for s in SPLITS},
+        "classes_per_split": {s: int(per_split["class_id"].nunique().get(s, 0)) for s in SPLITS},
+        "pairs_per_split": {s: int((pairs["split"] == s).sum()) for s in SPLITS},
+        "excluded": {str(k): int(v) for k, v in excluded["reason"].value_counts().items()},
+        "params": p.model_dump(),
+    }
+
+
+def crop_images(image_splits: pd.DataFrame, raw: RawSource,
+                parameters: dict[str, Any]) -> CropsStore:
+    """Crop every kept image's box (plus margin), resize, and store all as one uint8 array."""
+    p = validate(DataEngineeringParams, parameters, "data_engineering")
+    spec = CropSpec(size=p.crop.size, margin=p.crop.margin, resize_mode=p.crop.resize_mode)
+    paths = [str(raw.resolve(x)) for x in image_splits["path"]]
+    boxes = image_splits[["x0", "y0", "x1", "y1"]].to_numpy(dtype=float)
+    images = crop_many(paths, boxes, spec, num_workers=p.crop.num_workers,
+                       chunksize=p.crop.chunksize)
+    keep = ["image_id", "path", "split", "class_id", "class_name", "viewpoint", "make", "model",
+            "make_id", "model_id", "year", "type", "x0", "y0", "x1", "y1"]
+    index = image_splits[keep].reset_index(drop=True)
+    meta = {"crop": p.crop.model_dump(), "n": len(index),
+            "per_split": index["split"].value_counts().to_dict()}
+    logger.info("cropped %d images to %dx%d (%s)", len(index), spec.size, spec.size,
+                spec.resize_mode)
+    return CropsStore(images=images, index=index, meta=meta)

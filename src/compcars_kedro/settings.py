@@ -1,0 +1,30 @@
+"""Project settings (Kedro 1.x)."""
+
+from __future__ import annotations
+
+import os
+
+from kedro.config import OmegaConfigLoader
+
+from compcars_kedro._environment import configure_environment
+
+configure_environment()
+
+
+def _env(key: str, default: str | None = None) -> str | None:
+    """``${env:VAR,default}`` resolver usable in every config file (catalog, globals, parameters)."""
+    return os.environ.get(key, default)
+
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # Soft merge: `conf/<env>` and `--params training.lr=...` override single keys and keep
+    # their siblings instead of replacing the whole top-level block.
+    "merge_strategy": {"parameters": "soft", "catalog": "soft", "globals": "soft"},
+    "custom_resolvers": {"env": _env},
+    "config_patterns": {
+        "globals": ["globals*", "globals*/**"],
+    },
+}
