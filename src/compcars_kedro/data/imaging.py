@@ -139,16 +139,17 @@ def crop_many(
     return out
 
 
-def naive_crop(path: str, bbox: Sequence[float], size: int) -> np.ndarray:
-    """Reference implementation (benchmarks/tests): full decode, crop, resize."""
+def naive_crop(path: str, bbox: Sequence[float], spec: CropSpec) -> np.ndarray:
+    """Reference implementation (benchmarks/tests): full decode, convert, crop, resize, pad."""
     with Image.open(path) as img:
         rgb = img.convert("RGB")
-        x0, y0, x1, y1 = bbox
-        side = min(x1 - x0, y1 - y0)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        crop = rgb.crop((round(cx - side / 2), round(cy - side / 2),
-                         round(cx + side / 2), round(cy + side / 2)))
-        return np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        region, out_size = _target_region(crop_box(bbox, *rgb.size, spec.margin), spec)
+        crop = rgb.crop(tuple(round(v) for v in region))
+        out = np.asarray(crop.resize(out_size, Image.Resampling.BILINEAR), dtype=np.uint8)
+    canvas = np.full((spec.size, spec.size, 3), spec.pad_value, dtype=np.uint8)
+    top, left = (spec.size - out.shape[0]) // 2, (spec.size - out.shape[1]) // 2
+    canvas[top:top + out.shape[0], left:left + out.shape[1]] = out
+    return canvas
 
 
 def file_paths(base: Path, rel_paths: Iterable[str]) -> list[str]:
