@@ -66,3 +66,72 @@ def validate(model: type[M], raw: dict[str, Any] | BaseModel, section: str) -> M
             loc = ".".join(str(p) for p in (section, *err["loc"]))
             problems.append(f"  {loc}: {err['msg']}")
         raise ValueError(f"invalid parameters in '{section}':\n" + "\n".join(problems)) from None
+
+
+# --------------------------------------------------------------------------- finetuning
+LOSS_HEADS = {"ce": "classification"}  # every other loss trains the metric head
+
+
+class FinetuningRunParams(StrictModel):
+    resume: bool = False
+    work_dir: str = "data/06_models/finetuning_work"
+
+
+class FinetuningParams(StrictModel):
+    """Top-level selectors (``model``, ``loss``, ``views``) plus per-model / per-loss settings."""
+
+    model: str
+    loss: str
+    views: str = "front+rear"
+    embedding_dim: int | None = Field(128, ge=1)
+    models: dict[str, dict[str, Any]] = {}
+    losses: dict[str, dict[str, Any]] = {}
+    training: dict[str, Any] = {}
+    finetuning: FinetuningRunParams = FinetuningRunParams()
+
+    @model_validator(mode="after")
+    def _selectors(self) -> FinetuningParams:
+        from compcars_kedro.data.views import parse_views
+        from compcars_kedro.training.losses import LOSS_REGISTRY
+        from compcars_kedro.training.models import MODEL_REGISTRY
+
+        if self.model not in MODEL_REGISTRY:
+            raise ValueError(f"model={self.model!r} is unknown; valid names: {sorted(MODEL_REGISTRY)}")
+        if self.loss not in LOSS_REGISTRY:
+            raise ValueError(f"loss={self.loss!r} is unknown; valid names: {sorted(LOSS_REGISTRY)}")
+        parse_views(self.views)
+        return self
+
+    @property
+    def variant(self) -> str:
+        return f"{self.model}-{self.loss}-{self.views}"
+
+    def resolve(self) -> dict[str, Any]:
+        """Validated, JSON-able ``{"model", "loss", "training", "run", "variant"}``."""
+        from compcars_kedro.data.views import parse_views
+        from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
+
+        head = LOSS_HEADS.get(self.loss, "metric")
+        model_raw = {"name": self.model, "views": parse_views(self.views), "head": head,
+                     "embedding_dim": self.embedding_dim if head == "metric" else None,
+                     **self.models.get(self.model, {})}
+        model = validate(ModelConfig, model_raw, f"models.{self.model}")
+        loss = validate(LossConfig, {"name": self.loss, **self.losses.get(self.loss, {})},
+                        f"losses.{self.loss}")
+        training = validate(TrainingConfig, self.training, "training")
+        return {"variant": self.variant, "model": model.model_dump(), "loss": loss.model_dump(),
+                "training": training.model_dump(), "run": self.finetuning.model_dump()}
+
+
+FINETUNING_KEYS = ("model", "loss", "views", "embedding_dim", "models", "losses", "training",
+                   "finetuning")
+
+
+def validate_parameters(parameters: dict[str, Any]) -> None:
+    """Validate every known section present in ``parameters`` (used before a run starts)."""
+    if "data_engineering" in parameters:
+        validate(DataEngineeringParams, parameters["data_engineering"], "data_engineering")
+    if "model" in parameters and "loss" in parameters:
+        ft = validate(FinetuningParams, {k: parameters[k] for k in FINETUNING_KEYS
+                                         if k in parameters}, "parameters")
+        ft.resolve()

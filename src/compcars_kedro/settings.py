@@ -7,6 +7,7 @@ import os
 from kedro.config import OmegaConfigLoader
 
 from compcars_kedro._environment import configure_environment
+from compcars_kedro.hooks import ValidateParametersHook
 
 configure_environment()
 
@@ -15,6 +16,8 @@ def _env(key: str, default: str | None = None) -> str | None:
     """``${env:VAR,default}`` resolver usable in every config file (catalog, globals, parameters)."""
     return os.environ.get(key, default)
 
+
+HOOKS = (ValidateParametersHook(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

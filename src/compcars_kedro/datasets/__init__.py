@@ -1,6 +1,9 @@
 """Custom Kedro datasets (versioned folders of arrays/tables/weights)."""
 
+from compcars_kedro.datasets.checkpoint import CheckpointDataset
 from compcars_kedro.datasets.crops import CropsStore, CropsStoreDataset
+from compcars_kedro.datasets.embeddings import EmbeddingsDataset, EmbeddingSet
 from compcars_kedro.datasets.raw import RawImagesDataset
 
-__all__ = ["CropsStore", "CropsStoreDataset", "RawImagesDataset"]
+__all__ = ["CheckpointDataset", "CropsStore", "CropsStoreDataset", "EmbeddingSet",
+           "EmbeddingsDataset", "RawImagesDataset"]

@@ -1,0 +1,81 @@
+"""finetuning nodes: validate the run configuration, then train (thin wrappers over training/)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from compcars_kedro.data.views import build_view_data, label_map
+from compcars_kedro.datasets.crops import CropsStore
+from compcars_kedro.device import current_device
+from compcars_kedro.params import FinetuningParams, validate
+from compcars_kedro.training.checkpoint import Checkpoint
+from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
+from compcars_kedro.training.loop import Trainer, fit
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_config(model: str, loss: str, views: str, embedding_dim: int | None,
+                   models: dict[str, Any], losses: dict[str, Any], training: dict[str, Any],
+                   finetuning: dict[str, Any]) -> dict[str, Any]:
+    """Selectors + per-model/per-loss settings -> one validated, JSON-able run configuration."""
+    params = validate(FinetuningParams, {
+        "model": model, "loss": loss, "views": views, "embedding_dim": embedding_dim,
+        "models": models, "losses": losses, "training": training, "finetuning": finetuning,
+    }, "parameters")
+    config = params.resolve()
+    logger.info("finetuning variant %s", config["variant"])
+    return config
+
+
+def _configs(config: dict[str, Any]) -> tuple[ModelConfig, LossConfig, TrainingConfig]:
+    return (ModelConfig.model_validate(config["model"]), LossConfig.model_validate(config["loss"]),
+            TrainingConfig.model_validate(config["training"]))
+
+
+def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[str, Any]
+             ) -> tuple[Checkpoint, Checkpoint, Checkpoint, pd.DataFrame, dict[str, Any]]:
+    """Train on ``train``, validate on ``val`` each epoch; return baseline, best, last checkpoints.
+
+    The baseline checkpoint is the same backbone before any training step (pretrained weights,
+    or the seeded random init), so the embeddings pipeline compares like with like.
+    """
+    model_cfg, loss_cfg, train_cfg = _configs(config)
+    views = model_cfg.views
+    template = model_cfg.clip.prompt_template if loss_cfg.name == "clip" else None
+    index = crops.index
+    labels = label_map(index.loc[index["split"] == "train", "class_id"])
+    train, _ = build_view_data(crops, multiview_samples, views, "train", labels, template)
+    val, _ = build_view_data(crops, multiview_samples, views, "val", labels, template)
+    if set(val.labels.tolist()) - set(range(len(labels))):
+        raise ValueError("val split has classes absent from train; re-run data_engineering")
+    class_ids = sorted(labels, key=labels.get)
+    names = index.drop_duplicates("class_id").set_index("class_id")["class_name"]
+    label_names = [str(names[c]) for c in class_ids]
+    device = current_device()
+    logger.info("training %s on %s: %d train / %d val samples, %d classes, views=%s",
+                config["variant"], device, len(train), len(val), len(labels), "+".join(views))
+
+    baseline_trainer = Trainer(model_cfg, loss_cfg, train_cfg, train, num_classes=len(labels),
+                               device="cpu", val=None, progress=False)
+    meta = {**baseline_trainer.base_meta(label_names), "variant": config["variant"],
+            "stage": "baseline", "class_ids": class_ids}
+    baseline = baseline_trainer.checkpoint(meta, with_optimizer=False)
+    del baseline_trainer
+
+    run = config["run"]
+    work_dir = Path(run["work_dir"]) / config["variant"]
+    result = fit(model_cfg, loss_cfg, train_cfg, train, val, num_classes=len(labels),
+                 device=device, work_dir=work_dir, resume=bool(run["resume"]),
+                 label_names=label_names)
+    best = result.best
+    best.meta.update({"variant": config["variant"], "stage": "finetuned",
+                      "class_ids": class_ids})
+    history = result.history.assign(variant=config["variant"])
+    metrics = {"variant": config["variant"], **{k: float(v) for k, v in result.best_metrics.items()},
+               "n_train": len(train), "n_val": len(val), "n_classes": len(labels)}
+    return baseline, best, result.last, history, metrics

@@ -1,0 +1,18 @@
+"""finetuning pipeline."""
+
+from kedro.pipeline import Pipeline, node
+
+from compcars_kedro.pipelines.finetuning.nodes import finetune, resolve_config
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline([
+        node(resolve_config,
+             ["params:model", "params:loss", "params:views", "params:embedding_dim",
+              "params:models", "params:losses", "params:training", "params:finetuning"],
+             "finetuning_config", name="resolve_finetuning_config"),
+        node(finetune, ["crops", "multiview_samples", "finetuning_config"],
+             ["baseline_checkpoint", "finetuned_checkpoint", "last_checkpoint", "training_history",
+              "finetuning_metrics"],
+             name="finetune", tags=["gpu"]),
+    ], tags=["finetuning"])
