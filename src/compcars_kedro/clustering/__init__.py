@@ -1,0 +1,59 @@
+"""Plain-Python clustering + cluster-metrics library (no Kedro code).
+
+Pipeline: embeddings -> :func:`reduce` (registry :data:`REDUCERS`) -> clusterer from
+:data:`CLUSTERERS` with parameters chosen by :func:`select_and_cluster` (``internal`` /
+``transfer`` / reference-only ``oracle``) -> :func:`cluster_metrics`. :func:`run_grid` runs a
+whole reducer x clusterer grid and returns tidy tables.
+"""
+
+from .clusterers import (
+    CLUSTERERS,
+    DEFAULT_GRIDS,
+    ClustererSpec,
+    GridFit,
+    cluster,
+    default_grid,
+    expand_grid,
+    fit_grid,
+)
+from .metrics import METRIC_KEYS, cluster_metrics, noise_as_singletons
+from .reducers import (
+    DEFAULT_REDUCER_PARAMS,
+    REDUCERS,
+    check_clustering_reducer,
+    density_input,
+    reduce,
+)
+from .selection import (
+    ASSIGNMENT_COLUMNS,
+    METRICS_COLUMNS,
+    ClusterResult,
+    internal_score,
+    run_grid,
+    select_and_cluster,
+)
+
+__all__ = [
+    "ASSIGNMENT_COLUMNS",
+    "CLUSTERERS",
+    "DEFAULT_GRIDS",
+    "DEFAULT_REDUCER_PARAMS",
+    "METRICS_COLUMNS",
+    "METRIC_KEYS",
+    "REDUCERS",
+    "ClusterResult",
+    "ClustererSpec",
+    "GridFit",
+    "check_clustering_reducer",
+    "cluster",
+    "cluster_metrics",
+    "default_grid",
+    "density_input",
+    "expand_grid",
+    "fit_grid",
+    "internal_score",
+    "noise_as_singletons",
+    "reduce",
+    "run_grid",
+    "select_and_cluster",
+]

@@ -1,0 +1,415 @@
+"""Parameter selection that never reads the labels of the split being reported.
+
+Modes of :func:`select_and_cluster`
+-----------------------------------
+``internal``
+    Fit every grid point on ``X_eval`` and keep the one maximising a label-free score::
+
+        s     = silhouette(non-noise points of a fixed seeded subsample of <= 5000 rows)
+        nf    = noise fraction over ALL rows
+        score = s * (1 - nf)   if s >= 0
+                s * (1 + nf)   if s <  0      (noise never improves a score)
+
+    Degenerate solutions (fewer than 2 non-noise clusters, all noise, or a silhouette that
+    is undefined on the subsample) are excluded. Ties keep the earlier grid point. The
+    silhouette uses ``internal_metric`` (euclidean by default; inputs come from L2-normalised
+    embeddings, see :mod:`.reducers`) on the clustering input itself.
+``transfer``
+    Fit every grid point on a separate labelled selection split ``X_select`` (e.g. the seen
+    val split) and keep the one maximising ``transfer_metric`` (AMI, noise points as
+    singletons) against ``y_select``. The chosen parameters are FROZEN and applied once to
+    ``X_eval``. Scale-free parameters transfer as such: DBSCAN's ``eps_quantile`` (eps
+    re-derived from the evaluated split's kNN distances) and agglomerative's
+    ``mean_cluster_size`` (n_clusters = round(n_eval / mean_cluster_size)).
+``oracle``
+    Reference only: like transfer but scored on the evaluated split's own labels
+    (``y_eval_for_oracle``). Every result says ``selection_mode="oracle"``.
+
+Structural guarantee: the evaluated split's labels are not a parameter of the internal and
+transfer code paths (:func:`_select_internal`, :func:`_select_transfer`); ``y_eval_for_oracle``
+is rejected unless ``mode="oracle"``, and :func:`run_grid` only passes it in oracle mode.
+A grid with a single point (e.g. kmeans with the true k) is fitted directly, without scoring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import silhouette_score
+from tqdm.auto import tqdm
+
+from .clusterers import (
+    Grid,
+    GridFit,
+    Params,
+    default_grid,
+    expand_grid,
+    fit_grid,
+    get_clusterer,
+)
+from .metrics import METRIC_KEYS, NOISE_LABEL, cluster_metrics, label_score
+from .reducers import (
+    DEFAULT_MAX_DENSITY_DIMS,
+    check_clustering_reducer,
+    density_input,
+    reduce,
+)
+
+logger = logging.getLogger(__name__)
+
+SelectionMode = Literal["internal", "transfer", "oracle"]
+SELECTION_MODES: tuple[str, ...] = ("internal", "transfer", "oracle")
+DEFAULT_SAMPLE_SIZE = 5000
+
+
+@dataclass
+class ClusterResult:
+    """Outcome of :func:`select_and_cluster` on the evaluated split."""
+
+    labels: np.ndarray
+    params: Params
+    selection_mode: str
+    selection_score: float
+    runtime_s: float
+    n_grid_points: int
+    resolved_params: Params = field(default_factory=dict)
+    grid_scores: list[float] = field(default_factory=list)
+
+
+def internal_score(
+    X: np.ndarray,
+    labels: np.ndarray,
+    *,
+    metric: str = "euclidean",
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    seed: int = 0,
+) -> float:
+    """Label-free selection score (module docstring); NaN for degenerate solutions."""
+    labels = np.asarray(labels)
+    noise = labels == NOISE_LABEL
+    nf = float(noise.mean())
+    if nf >= 1.0 or len(np.unique(labels[~noise])) < 2:
+        return math.nan
+    n = len(labels)
+    if n > sample_size:  # same rows for every grid point: depends on n and seed only
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=sample_size, replace=False))
+        Xs, ls = X[idx], labels[idx]
+    else:
+        Xs, ls = X, labels
+    keep = ls != NOISE_LABEL
+    n_lab = len(np.unique(ls[keep]))
+    if n_lab < 2 or n_lab >= int(keep.sum()):
+        return math.nan
+    s = float(silhouette_score(Xs[keep], ls[keep], metric=metric))
+    return s * (1.0 - nf) if s >= 0 else s * (1.0 + nf)
+
+
+def _argmax(scores: list[float]) -> int | None:
+    """Index of the best finite score (first on ties) or None if none is finite."""
+    best, best_i = -math.inf, None
+    for i, s in enumerate(scores):
+        if s is not None and np.isfinite(s) and s > best:
+            best, best_i = s, i
+    return best_i
+
+
+def _pick(points: list[Params], scores: list[float], what: str) -> int:
+    i = _argmax(scores)
+    if i is None:
+        logger.warning("%s: every grid point is degenerate; falling back to the first", what)
+        return 0
+    return i
+
+
+def _select_internal(
+    X_eval: np.ndarray, name: str, points: list[Params], seed: int, metric: str, sample_size: int
+) -> tuple[GridFit, Params, float, list[float]]:
+    """Internal mode: only ``X_eval`` (no labels) is visible here."""
+    fits = fit_grid(X_eval, name, points, seed)
+    scores = [
+        internal_score(X_eval, f.labels, metric=metric, sample_size=sample_size, seed=seed)
+        for f in fits
+    ]
+    i = _pick(points, scores, name)
+    return fits[i], points[i], scores[i], scores
+
+
+def _select_transfer(
+    X_eval: np.ndarray,
+    X_select: np.ndarray,
+    y_select: np.ndarray,
+    name: str,
+    points: list[Params],
+    seed: int,
+    label_metric: str,
+) -> tuple[GridFit, Params, float, list[float]]:
+    """Transfer (and oracle) mode: choose on (X_select, y_select), apply frozen to X_eval."""
+    fits = fit_grid(X_select, name, points, seed)
+    scores = [label_score(y_select, f.labels, label_metric) for f in fits]
+    i = _pick(points, scores, name)
+    chosen = points[i]
+    if X_select is X_eval:
+        final = fits[i]
+    else:
+        final = fit_grid(X_eval, name, [chosen], seed)[0]
+    return final, chosen, scores[i], scores
+
+
+def select_and_cluster(
+    X_eval: np.ndarray,
+    clusterer: str,
+    grid: Grid | None,
+    mode: SelectionMode,
+    *,
+    X_select: np.ndarray | None = None,
+    y_select: np.ndarray | None = None,
+    seed: int = 0,
+    y_eval_for_oracle: np.ndarray | None = None,
+    internal_metric: str = "euclidean",
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    transfer_metric: str = "ami",
+) -> ClusterResult:
+    """Choose parameters of ``clusterer`` from ``grid`` per ``mode`` and cluster ``X_eval``.
+
+    ``grid=None`` uses the default grid. ``X_eval``/``X_select`` are clustering inputs
+    (already reduced). Only oracle mode may receive ``y_eval_for_oracle``.
+    """
+    if mode not in SELECTION_MODES:
+        raise ValueError(f"mode must be one of {SELECTION_MODES}, got {mode!r}")
+    if mode != "oracle" and y_eval_for_oracle is not None:
+        raise ValueError("y_eval_for_oracle is only accepted in oracle mode")
+    get_clusterer(clusterer)
+    points = expand_grid(grid if grid is not None else default_grid(clusterer))
+    X_eval = np.asarray(X_eval)
+    t0 = time.perf_counter()
+    if len(points) == 1:
+        final, chosen, score, scores = (
+            fit_grid(X_eval, clusterer, points, seed)[0],
+            points[0],
+            math.nan,
+            [math.nan],
+        )
+    elif mode == "internal":
+        final, chosen, score, scores = _select_internal(
+            X_eval, clusterer, points, seed, internal_metric, sample_size
+        )
+    elif mode == "transfer":
+        if X_select is None or y_select is None:
+            raise ValueError("transfer mode needs X_select and y_select")
+        if len(X_select) != len(y_select):
+            raise ValueError("X_select and y_select lengths differ")
+        final, chosen, score, scores = _select_transfer(
+            X_eval,
+            np.asarray(X_select),
+            np.asarray(y_select),
+            clusterer,
+            points,
+            seed,
+            transfer_metric,
+        )
+    else:
+        if y_eval_for_oracle is None:
+            raise ValueError("oracle mode needs y_eval_for_oracle")
+        final, chosen, score, scores = _select_transfer(
+            X_eval,
+            X_eval,
+            np.asarray(y_eval_for_oracle),
+            clusterer,
+            points,
+            seed,
+            transfer_metric,
+        )
+    runtime = time.perf_counter() - t0
+    logger.info(
+        "%s [%s]: chose %s (score %.4f) from %d grid points in %.1fs",
+        clusterer,
+        mode,
+        chosen,
+        score,
+        len(points),
+        runtime,
+    )
+    return ClusterResult(
+        labels=final.labels,
+        params=dict(chosen),
+        selection_mode=mode,
+        selection_score=float(score),
+        runtime_s=runtime,
+        n_grid_points=len(points),
+        resolved_params=dict(final.resolved),
+        grid_scores=[float(s) for s in scores],
+    )
+
+
+def _to_json(obj: dict[str, Any]) -> str:
+    def conv(v: Any) -> Any:
+        if isinstance(v, np.generic):
+            return v.item()
+        raise TypeError(f"not JSON serialisable: {v!r}")
+
+    return json.dumps(obj, sort_keys=True, default=conv)
+
+
+METRICS_COLUMNS: tuple[str, ...] = (
+    "reducer",
+    "clusterer",
+    "selection_mode",
+    "uses_true_k",
+    "params",
+    "resolved_params",
+    "selection_score",
+    "n_grid_points",
+    "input_dim",
+    "runtime_s",
+    "reduce_runtime_s",
+    *METRIC_KEYS,
+)
+ASSIGNMENT_COLUMNS: tuple[str, ...] = ("row", "reducer", "clusterer", "cluster")
+
+
+def run_grid(
+    X_eval: np.ndarray,
+    y_eval: np.ndarray,
+    reducers: list[str],
+    clusterers: list[str],
+    mode: SelectionMode,
+    *,
+    X_select: np.ndarray | None = None,
+    y_select: np.ndarray | None = None,
+    seed: int = 0,
+    reducer_params: dict[str, dict[str, Any]] | None = None,
+    grids: dict[str, Grid] | None = None,
+    allow_tsne_input: bool = False,
+    max_density_dims: int = DEFAULT_MAX_DENSITY_DIMS,
+    internal_metric: str = "euclidean",
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    transfer_metric: str = "ami",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every reducer x clusterer on ``X_eval``; returns (metrics table, assignment table).
+
+    ``y_eval`` is used ONLY after selection, to compute metrics, and to give kmeans its
+    ``n_clusters`` (true k; rows flagged ``uses_true_k``); it reaches the selection only in
+    oracle mode. Reducers are fitted on each split separately (unsupervised); clusterers with
+    ``needs_low_dim`` get :func:`~.reducers.density_input` (PCA to ``max_density_dims``).
+    """
+    if mode not in SELECTION_MODES:
+        raise ValueError(f"mode must be one of {SELECTION_MODES}, got {mode!r}")
+    y_eval = np.asarray(y_eval)
+    if len(y_eval) != len(X_eval):
+        raise ValueError("X_eval and y_eval lengths differ")
+    if mode == "transfer" and (X_select is None or y_select is None):
+        raise ValueError("transfer mode needs X_select and y_select")
+    for r in reducers:
+        check_clustering_reducer(r, allow_tsne_input)
+    for c in clusterers:
+        get_clusterer(c)
+    grids = grids or {}
+    reducer_params = reducer_params or {}
+    k_true = len(np.unique(y_eval))
+
+    rows: list[dict[str, Any]] = []
+    assignments: list[pd.DataFrame] = []
+    bar = tqdm(total=len(reducers) * len(clusterers), desc="clustering", disable=not progress)
+    for r in reducers:
+        t0 = time.perf_counter()
+        Z_eval = reduce(X_eval, r, reducer_params.get(r), seed, allow_tsne_input=allow_tsne_input)
+        Z_sel = None
+        if mode == "transfer":
+            Z_sel = reduce(
+                X_select, r, reducer_params.get(r), seed, allow_tsne_input=allow_tsne_input
+            )
+        reduce_s = time.perf_counter() - t0
+        low: dict[str, np.ndarray | None] = {}
+        for c in clusterers:
+            spec = get_clusterer(c)
+            bar.set_postfix_str(f"{r}/{c}")
+            ti = time.perf_counter()
+            if spec.needs_low_dim:
+                if "eval" not in low:
+                    low["eval"] = density_input(Z_eval, seed, max_density_dims)
+                    low["sel"] = (
+                        density_input(Z_sel, seed, max_density_dims) if Z_sel is not None else None
+                    )
+                Xe, Xs = low["eval"], low["sel"]
+            else:
+                Xe, Xs = Z_eval, Z_sel
+            prep_s = time.perf_counter() - ti
+            grid = default_grid(c, grids.get(c))
+            if spec.uses_true_k:
+                grid["n_clusters"] = [k_true]
+            res = select_and_cluster(
+                Xe,
+                c,
+                grid,
+                mode,
+                X_select=Xs if mode == "transfer" else None,
+                y_select=y_select if mode == "transfer" else None,
+                seed=seed,
+                y_eval_for_oracle=y_eval if mode == "oracle" else None,
+                internal_metric=internal_metric,
+                sample_size=sample_size,
+                transfer_metric=transfer_metric,
+            )
+            # --- labels of the evaluated split are read only from here on ---
+            mets = cluster_metrics(
+                y_eval,
+                res.labels,
+                Xe,
+                silhouette_metric=internal_metric,
+                silhouette_sample_size=sample_size,
+                seed=seed,
+            )
+            rows.append(
+                {
+                    "reducer": r,
+                    "clusterer": c,
+                    "selection_mode": res.selection_mode,
+                    "uses_true_k": spec.uses_true_k,
+                    "params": _to_json(res.params),
+                    "resolved_params": _to_json(res.resolved_params),
+                    "selection_score": res.selection_score,
+                    "n_grid_points": res.n_grid_points,
+                    "input_dim": int(Xe.shape[1]),
+                    "runtime_s": res.runtime_s + prep_s,
+                    "reduce_runtime_s": reduce_s,
+                    **mets,
+                }
+            )
+            assignments.append(
+                pd.DataFrame(
+                    {
+                        "row": np.arange(len(res.labels), dtype=np.int64),
+                        "reducer": r,
+                        "clusterer": c,
+                        "cluster": res.labels.astype(np.int64),
+                    }
+                )
+            )
+            logger.info(
+                "%s/%s [%s]: ari=%.3f ami=%.3f noise=%.3f k=%d in %.1fs",
+                r,
+                c,
+                mode,
+                mets["ari"],
+                mets["ami"],
+                mets["noise_fraction"],
+                mets["n_clusters"],
+                res.runtime_s,
+            )
+            bar.update(1)
+    bar.close()
+    metrics_df = pd.DataFrame(rows, columns=list(METRICS_COLUMNS))
+    assign_df = (
+        pd.concat(assignments, ignore_index=True)
+        if assignments
+        else pd.DataFrame(columns=list(ASSIGNMENT_COLUMNS))
+    )
+    return metrics_df, assign_df
