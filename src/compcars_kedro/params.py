@@ -32,8 +32,8 @@ class DataEngineeringParams(StrictModel):
     class_granularity: Literal["model", "model+year"] = "model"
     min_images_per_class_per_view: int = Field(4, ge=1)
     unseen_fraction: float = Field(0.25, ge=0.0, lt=1.0)
-    val_fraction: float = Field(0.15, gt=0.0, lt=1.0)
-    test_fraction: float = Field(0.15, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = 42
     bbox_tolerance: float = Field(0.1, ge=0.0, le=1.0,
                                   description="max fraction of the box area outside the image "
@@ -135,3 +135,39 @@ def validate_parameters(parameters: dict[str, Any]) -> None:
         ft = validate(FinetuningParams, {k: parameters[k] for k in FINETUNING_KEYS
                                          if k in parameters}, "parameters")
         ft.resolve()
+    if "clustering" in parameters:
+        validate(ClusteringParams, parameters["clustering"], "clustering")
+
+
+# --------------------------------------------------------------------------- clustering
+class ClusteringParams(StrictModel):
+    """Reducer x clusterer grid and the label-free selection modes (see clustering/selection.py).
+
+    ``internal``: parameters chosen by silhouette (non-noise) penalised by the noise fraction,
+    without any label. ``transfer``: chosen on the labelled *val* split of seen models, frozen,
+    then applied to the reported split. ``oracle`` (off by default) tunes on the reported split's
+    own labels and is labelled ``oracle`` wherever it appears.
+    """
+
+    reducers: list[str] = ["pca", "umap"]
+    clusterers: list[str] = ["dbscan", "hdbscan", "agglomerative", "optics", "kmeans"]
+    selection_modes: list[Literal["internal", "transfer", "oracle"]] = ["internal", "transfer"]
+    reducer_params: dict[str, dict[str, Any]] = {}
+    grids: dict[str, dict[str, list[Any]]] = {}
+    max_density_dims: int = Field(50, ge=2)
+    sample_size: int = Field(5000, ge=100)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _names(self) -> ClusteringParams:
+        from compcars_kedro.clustering.clusterers import CLUSTERERS
+        from compcars_kedro.clustering.reducers import REDUCERS, VIEW_ONLY_REDUCERS
+
+        bad = [r for r in self.reducers if r not in REDUCERS or r in VIEW_ONLY_REDUCERS]
+        if bad:
+            raise ValueError(f"reducers: {bad} not usable as clustering input; valid: "
+                             f"{sorted(set(REDUCERS) - VIEW_ONLY_REDUCERS)} (t-SNE is for 2-D views)")
+        bad = [c for c in self.clusterers if c not in CLUSTERERS]
+        if bad:
+            raise ValueError(f"clusterers: unknown {bad}; valid: {sorted(CLUSTERERS)}")
+        return self

@@ -209,7 +209,7 @@ class SampleSpec:
 
     n_makes: int = 6
     models_per_make: int = 4
-    images_per_view: int = 14  # per model, for each of front and rear
+    images_per_view: int = 24  # per model, for each of front and rear
     extra_view_fraction: float = 0.15  # extra side/front-side/rear-side/uncertain images
     width: int = 320
     height: int = 240
