@@ -60,3 +60,80 @@ def kedro_cli(project: Path, *args: str, timeout: int = 600) -> subprocess.Compl
 @pytest.fixture
 def project_copy(tmp_path: Path, tiny_sample: Path) -> Path:
     return make_project_copy(tmp_path / "project", tiny_sample)
+
+
+TINY_DE_PARAMS = {"min_images_per_class_per_view": 3, "unseen_fraction": 0.34, "num_workers": 1,
+                  "crop": {"size": 32, "num_workers": 1}}
+
+
+@pytest.fixture(scope="session")
+def tiny_crops(tiny_sample: Path):
+    """(crops store, multiview pairs) of the tiny sample at 32 px, through the real nodes."""
+    from compcars_kedro.data.raw import detect_source
+    from compcars_kedro.pipelines.data_engineering.nodes import (
+        crop_images,
+        parse_raw,
+        split_dataset,
+        validate_images,
+    )
+
+    raw = detect_source(tiny_sample)
+    valid, _ = validate_images(parse_raw(raw), raw, TINY_DE_PARAMS)
+    images, pairs, _, _ = split_dataset(valid, TINY_DE_PARAMS)
+    return crop_images(images, raw, TINY_DE_PARAMS), pairs
+
+
+def tiny_finetuning_params(**overrides) -> dict:
+    """Finetuning parameters for a seconds-long CPU run on the tiny sample."""
+    params = {
+        "model": "resnet18", "loss": "multisimilarity", "views": "front+rear",
+        "embedding_dim": 16,
+        "models": {"resnet18": {"image_size": 32},
+                   "vitb32": {"image_size": 32, "arch": {"patch_size": 16, "num_layers": 2,
+                                                         "num_heads": 2, "hidden_dim": 32,
+                                                         "mlp_dim": 64}}},
+        "losses": {},
+        "training": {"epochs": 2, "batch_size": 8, "num_workers": 0, "seed": 0,
+                     "sampler": {"m_per_class": 2}},
+        "finetuning": {"resume": False, "work_dir": "work"},
+    }
+    for key, value in overrides.items():
+        params[key] = value
+    return params
+
+
+#: conf/local/parameters.yml of end-to-end project copies: seconds-long CPU runs on TINY.
+TINY_LOCAL_PARAMETERS = """
+data_engineering:
+  min_images_per_class_per_view: 3
+  unseen_fraction: 0.34
+  num_workers: 1
+  crop: {size: 32, num_workers: 1}
+embedding_dim: 16
+models:
+  resnet18: {image_size: 32}
+training:
+  epochs: 2
+  batch_size: 8
+  sampler: {m_per_class: 2}
+clustering:
+  reducers: [pca]
+  reducer_params: {pca: {n_components: 8}}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_sample: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real ``kedro run`` (the default pipeline) of a project copy on the tiny sample."""
+    project = make_project_copy(tmp_path_factory.mktemp("e2e") / "project", tiny_sample,
+                                {"parameters.yml": TINY_LOCAL_PARAMETERS})
+    result = kedro_cli(project, "run")
+    return project, result
+
+
+def latest(project: Path, rel: str) -> Path:
+    """Path of the newest version of a versioned dataset ``rel`` (e.g. 08_reporting/x.csv)."""
+    base = project / "data" / rel
+    versions = sorted(p for p in base.iterdir() if p.is_dir())
+    assert versions, f"no version of {rel}"
+    return versions[-1] / base.name

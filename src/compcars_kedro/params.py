@@ -107,7 +107,11 @@ class FinetuningParams(StrictModel):
         return f"{self.model}-{self.loss}-{self.views}"
 
     def resolve(self) -> dict[str, Any]:
-        """Validated, JSON-able ``{"model", "loss", "training", "run", "variant"}``."""
+        """Validated, JSON-able ``{"variant", "keys", "model", "loss", "training", "run"}``.
+
+        ``keys`` (variant, model, loss, views, seed) label every table row this run produces, so
+        tables of several runs (the experiment grid) concatenate and aggregate cleanly.
+        """
         from compcars_kedro.data.views import parse_views
         from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
 
@@ -119,8 +123,11 @@ class FinetuningParams(StrictModel):
         loss = validate(LossConfig, {"name": self.loss, **self.losses.get(self.loss, {})},
                         f"losses.{self.loss}")
         training = validate(TrainingConfig, self.training, "training")
-        return {"variant": self.variant, "model": model.model_dump(), "loss": loss.model_dump(),
-                "training": training.model_dump(), "run": self.finetuning.model_dump()}
+        keys = {"variant": self.variant, "model": self.model, "loss": self.loss,
+                "views": self.views, "seed": training.seed}
+        return {"variant": self.variant, "keys": keys, "model": model.model_dump(),
+                "loss": loss.model_dump(), "training": training.model_dump(),
+                "run": self.finetuning.model_dump()}
 
 
 FINETUNING_KEYS = ("model", "loss", "views", "embedding_dim", "models", "losses", "training",

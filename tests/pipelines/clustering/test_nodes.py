@@ -9,6 +9,7 @@ import pytest
 from compcars_kedro.datasets.embeddings import EmbeddingSet
 from compcars_kedro.pipelines.clustering.nodes import cluster_embeddings
 
+KEYS = {"variant": "v", "keys": {"variant": "v", "model": "m", "loss": "l", "views": "front", "seed": 0}}
 PARAMS = {"reducers": ["pca"], "clusterers": ["hdbscan", "agglomerative", "kmeans"],
           "selection_modes": ["internal", "transfer"],
           "reducer_params": {"pca": {"n_components": 8}},
@@ -36,7 +37,7 @@ def sets():
 
 
 def test_rows_for_every_source_split_mode_and_method(sets) -> None:
-    table, assign = cluster_embeddings(*sets, PARAMS, {"variant": "v"})
+    table, assign = cluster_embeddings(*sets, PARAMS, KEYS)
     assert len(table) == 2 * 2 * 2 * 3  # sources x splits x modes x clusterers
     assert set(table["models"]) == {"seen", "unseen"}
     transfer = table.loc[table["selection_mode"] == "transfer"]
@@ -53,7 +54,7 @@ def test_rows_for_every_source_split_mode_and_method(sets) -> None:
 
 
 def test_selection_never_reads_reported_labels(sets) -> None:
-    a, _ = cluster_embeddings(*sets, PARAMS, {"variant": "v"})
+    a, _ = cluster_embeddings(*sets, PARAMS, KEYS)
     shuffled = []
     for i, emb in enumerate(sets):
         if i in (1, 2, 4, 5):  # the reported splits (test, unseen) of both sources
@@ -61,7 +62,7 @@ def test_selection_never_reads_reported_labels(sets) -> None:
             index = emb.index.assign(label=emb.index["label"].to_numpy()[perm])
             emb = EmbeddingSet(emb.vectors, index)
         shuffled.append(emb)
-    b, _ = cluster_embeddings(*shuffled, PARAMS, {"variant": "v"})
+    b, _ = cluster_embeddings(*shuffled, PARAMS, KEYS)
     chosen = a["clusterer"] != "kmeans"
     pd.testing.assert_series_equal(a.loc[chosen, "params"], b.loc[chosen, "params"])
     assert (a.loc[chosen, "ari"] != b.loc[chosen, "ari"]).any()  # scores did use the labels
@@ -69,6 +70,6 @@ def test_selection_never_reads_reported_labels(sets) -> None:
 
 def test_bad_clustering_parameter_is_named(sets) -> None:
     with pytest.raises(ValueError, match="clustering.*tsne|t-SNE"):
-        cluster_embeddings(*sets, {**PARAMS, "reducers": ["tsne"]}, {"variant": "v"})
+        cluster_embeddings(*sets, {**PARAMS, "reducers": ["tsne"]}, KEYS)
     with pytest.raises(ValueError, match="clusterers"):
-        cluster_embeddings(*sets, {**PARAMS, "clusterers": ["spectral"]}, {"variant": "v"})
+        cluster_embeddings(*sets, {**PARAMS, "clusterers": ["spectral"]}, KEYS)

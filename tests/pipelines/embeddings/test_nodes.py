@@ -11,6 +11,8 @@ from compcars_kedro.pipelines.embeddings.nodes import embed_splits, retrieval_ta
 from compcars_kedro.pipelines.finetuning.nodes import finetune, resolve_config
 from tests.conftest import tiny_finetuning_params
 
+KEYS = {"variant": "v", "keys": {"variant": "v", "model": "m", "loss": "l", "views": "front", "seed": 0}}
+
 
 @pytest.fixture(scope="module")
 def checkpoints(tiny_crops, tmp_path_factory):
@@ -49,7 +51,7 @@ def test_retrieval_table_scores_perfect_and_random_embeddings() -> None:
     idx = pd.DataFrame({"label": labels})
     good = EmbeddingSet(perfect.astype(np.float32), idx)
     rand = EmbeddingSet(np.random.default_rng(1).normal(size=(12, 4)).astype(np.float32), idx)
-    table = retrieval_table(good, good, good, rand, rand, rand, {"variant": "v"})
+    table = retrieval_table(good, good, good, rand, rand, rand, KEYS)
     assert len(table) == 6
     top = table.loc[table["source"] == "baseline"]
     assert (top["mean_average_precision_at_r"] > 0.99).all()

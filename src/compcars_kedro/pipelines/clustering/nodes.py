@@ -43,7 +43,7 @@ def cluster_embeddings(
                     seed=p.seed, reducer_params=p.reducer_params or None, grids=p.grids or None,
                     max_density_dims=p.max_density_dims, sample_size=p.sample_size,
                     progress=True, **kwargs)
-                keys = {"variant": finetuning_config["variant"], "source": source,
+                keys = {**finetuning_config["keys"], "source": source,
                         "split": split, "models": REPORTED[split], "selection_split":
                         "val" if mode == "transfer" else (split if mode == "oracle" else "none")}
                 metrics.append(table.assign(**keys))
@@ -52,7 +52,7 @@ def cluster_embeddings(
                                                  selection_mode=mode, **keys))
                 logger.info("%s/%s/%s: best ARI %.3f", source, split, mode, table["ari"].max())
     table = pd.concat(metrics, ignore_index=True)
-    front = ["variant", "source", "split", "models", "selection_mode", "selection_split",
+    front = [*finetuning_config["keys"], "source", "split", "models", "selection_mode", "selection_split",
              "reducer", "clusterer"]
     table = table[front + [c for c in table.columns if c not in front]]
     return table, pd.concat(assignments, ignore_index=True)

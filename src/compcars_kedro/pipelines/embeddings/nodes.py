@@ -58,7 +58,7 @@ def retrieval_table(baseline_val: EmbeddingSet, baseline_test: EmbeddingSet,
             ("finetuned", "test"): finetuned_test, ("finetuned", "unseen"): finetuned_unseen}
     for (source, split), emb in sets.items():
         metrics = retrieval_metrics(emb.vectors, emb.index["label"].to_numpy())
-        rows.append({"variant": finetuning_config["variant"], "source": source, "split": split,
+        rows.append({**finetuning_config["keys"], "source": source, "split": split,
                      "n_samples": len(emb.vectors), "n_classes": emb.index["label"].nunique(),
                      **metrics})
     table = pd.DataFrame(rows)

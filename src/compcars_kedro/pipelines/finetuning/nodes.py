@@ -75,7 +75,7 @@ def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[st
     best = result.best
     best.meta.update({"variant": config["variant"], "stage": "finetuned",
                       "class_ids": class_ids})
-    history = result.history.assign(variant=config["variant"])
-    metrics = {"variant": config["variant"], **{k: float(v) for k, v in result.best_metrics.items()},
+    history = result.history.assign(**config["keys"])
+    metrics = {**config["keys"], **{k: float(v) for k, v in result.best_metrics.items()},
                "n_train": len(train), "n_val": len(val), "n_classes": len(labels)}
     return baseline, best, result.last, history, metrics

@@ -1,0 +1,44 @@
+"""The default `kedro run` on a tiny sample: every stage, versioned outputs, honest tables."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.conftest import latest
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_run_succeeds(tiny_run) -> None:
+    _, result = tiny_run
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+def test_default_run_writes_every_stage(tiny_run) -> None:
+    project, result = tiny_run
+    assert result.returncode == 0
+    for rel in ("02_intermediate/rejected_images.csv", "05_model_input/crops",
+                "06_models/finetuned_checkpoint", "06_models/baseline_checkpoint",
+                "08_reporting/training_history.csv",
+                "07_model_output/embeddings/finetuned_unseen",
+                "08_reporting/retrieval_metrics.csv", "08_reporting/clustering_metrics.csv"):
+        assert latest(project, rel).exists(), rel
+    ckpt = latest(project, "06_models/finetuned_checkpoint")
+    assert (ckpt / "model.safetensors").exists() and (ckpt / "meta.json").exists()
+    meta = json.loads((ckpt / "meta.json").read_text())["meta"]
+    assert meta["model_config"]["views"] == ["front", "rear"]
+
+
+def test_metrics_tables_cover_baseline_finetuned_seen_unseen(tiny_run) -> None:
+    project, _ = tiny_run
+    clustering = pd.read_csv(latest(project, "08_reporting/clustering_metrics.csv"))
+    combos = set(zip(clustering["source"], clustering["models"], strict=True))
+    assert combos == {(s, m) for s in ("baseline", "finetuned") for m in ("seen", "unseen")}
+    assert set(clustering["selection_mode"]) == {"internal", "transfer"}
+    assert "oracle" not in set(clustering["selection_mode"])
+    retrieval = pd.read_csv(latest(project, "08_reporting/retrieval_metrics.csv"))
+    assert set(retrieval["split"]) == {"val", "test", "unseen"}
+    assert {"model", "loss", "views", "seed"} <= set(retrieval.columns)
