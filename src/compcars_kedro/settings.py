@@ -7,7 +7,7 @@ import os
 from kedro.config import OmegaConfigLoader
 
 from compcars_kedro._environment import configure_environment
-from compcars_kedro.hooks import ValidateParametersHook
+from compcars_kedro.hooks import MlflowArtifactsHook, ValidateParametersHook
 
 configure_environment()
 
@@ -17,7 +17,7 @@ def _env(key: str, default: str | None = None) -> str | None:
     return os.environ.get(key, default)
 
 
-HOOKS = (ValidateParametersHook(),)
+HOOKS = (ValidateParametersHook(), MlflowArtifactsHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

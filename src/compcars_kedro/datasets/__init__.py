@@ -3,7 +3,8 @@
 from compcars_kedro.datasets.checkpoint import CheckpointDataset
 from compcars_kedro.datasets.crops import CropsStore, CropsStoreDataset
 from compcars_kedro.datasets.embeddings import EmbeddingsDataset, EmbeddingSet
+from compcars_kedro.datasets.mlflow_model import MlflowEmbeddingModelDataset
 from compcars_kedro.datasets.raw import RawImagesDataset
 
 __all__ = ["CheckpointDataset", "CropsStore", "CropsStoreDataset", "EmbeddingSet",
-           "EmbeddingsDataset", "RawImagesDataset"]
+           "EmbeddingsDataset", "MlflowEmbeddingModelDataset", "RawImagesDataset"]

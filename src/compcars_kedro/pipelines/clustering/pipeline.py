@@ -3,6 +3,7 @@
 from kedro.pipeline import Pipeline, node
 
 from compcars_kedro.pipelines.clustering.nodes import cluster_embeddings
+from compcars_kedro.tracking import clustering_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -11,4 +12,6 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         node(cluster_embeddings, [*embeddings, "params:clustering", "finetuning_config"],
              ["clustering_metrics", "cluster_assignments"], name="cluster_embeddings"),
+        node(clustering_mlflow_metrics, "clustering_metrics", "clustering_mlflow_metrics",
+             name="track_clustering"),
     ], tags=["clustering"])

@@ -79,3 +79,8 @@ def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[st
     metrics = {**config["keys"], **{k: float(v) for k, v in result.best_metrics.items()},
                "n_train": len(train), "n_val": len(val), "n_classes": len(labels)}
     return baseline, best, result.last, history, metrics
+
+
+def package_model(checkpoint: Checkpoint) -> Checkpoint:
+    """The fine-tuned checkpoint, handed to the MLflow model dataset (pyfunc, no pickle)."""
+    return checkpoint
