@@ -1,0 +1,63 @@
+"""Plain-PyTorch training library of compcars-kedro (no Kedro code).
+
+Public API: configs (:class:`ModelConfig`, :class:`LossConfig`, :class:`TrainingConfig`),
+:class:`ViewData`, :func:`build_model`, :func:`fit`, :func:`extract_embeddings`,
+:func:`retrieval_metrics`, :class:`Checkpoint` / :func:`save_checkpoint` /
+:func:`load_checkpoint` / :func:`model_from_checkpoint`, the registries
+:data:`MODEL_REGISTRY` / :data:`LOSS_REGISTRY`, :func:`build_prompt`.
+"""
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import (
+    AugmentConfig,
+    ClipOptions,
+    EarlyStoppingConfig,
+    LossConfig,
+    ModelConfig,
+    SamplerConfig,
+    TrainingConfig,
+)
+from .data import ViewData
+from .loop import (
+    FitResult,
+    Trainer,
+    extract_embeddings,
+    fit,
+    model_from_checkpoint,
+    retrieval_metrics,
+)
+from .losses import LOSS_REGISTRY, build_loss, validate_combination
+from .models import MODEL_REGISTRY, EmbeddingModel, build_model, param_groups
+from .seed import seed_everything
+from .tokenizer import build_prompt
+from .weights import WeightsNotAvailableError
+
+__all__ = [
+    "AugmentConfig",
+    "Checkpoint",
+    "ClipOptions",
+    "EarlyStoppingConfig",
+    "EmbeddingModel",
+    "FitResult",
+    "LOSS_REGISTRY",
+    "LossConfig",
+    "MODEL_REGISTRY",
+    "ModelConfig",
+    "SamplerConfig",
+    "Trainer",
+    "TrainingConfig",
+    "ViewData",
+    "WeightsNotAvailableError",
+    "build_loss",
+    "build_model",
+    "build_prompt",
+    "extract_embeddings",
+    "fit",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "param_groups",
+    "retrieval_metrics",
+    "save_checkpoint",
+    "seed_everything",
+    "validate_combination",
+]
