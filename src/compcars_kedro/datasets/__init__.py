@@ -5,6 +5,8 @@ from compcars_kedro.datasets.crops import CropsStore, CropsStoreDataset
 from compcars_kedro.datasets.embeddings import EmbeddingsDataset, EmbeddingSet
 from compcars_kedro.datasets.mlflow_model import MlflowEmbeddingModelDataset
 from compcars_kedro.datasets.raw import RawImagesDataset
+from compcars_kedro.datasets.tables import GridResultsDataset, JsonDataset, TableDataset
 
 __all__ = ["CheckpointDataset", "CropsStore", "CropsStoreDataset", "EmbeddingSet",
-           "EmbeddingsDataset", "MlflowEmbeddingModelDataset", "RawImagesDataset"]
+           "EmbeddingsDataset", "GridResultsDataset", "JsonDataset", "MlflowEmbeddingModelDataset",
+           "RawImagesDataset", "TableDataset"]

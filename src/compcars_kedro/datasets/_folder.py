@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any, Generic, TypeVar
 
 from kedro.io.core import AbstractVersionedDataset, Version
 
+FAILED_FILE = "failed.json"
 _DI = TypeVar("_DI")
 _DO = TypeVar("_DO")
 
@@ -32,7 +34,15 @@ class VersionedFolderDataset(AbstractVersionedDataset[_DI, _DO], Generic[_DI, _D
         raise NotImplementedError
 
     def load(self) -> _DO:
-        return self._read(Path(self._get_load_path().as_posix()))
+        folder = Path(self._get_load_path().as_posix())
+        failed = folder / FAILED_FILE
+        if failed.exists():  # a failed grid variant: hand the marker on
+            from compcars_kedro.grid import VariantFailed
+
+            info = json.loads(failed.read_text())
+            return VariantFailed(info["variant"], info["node"], info["error"],  # type: ignore[return-value]
+                                 info.get("traceback", ""))
+        return self._read(folder)
 
     def save(self, data: _DI) -> None:
         target = Path(self._get_save_path().as_posix())
@@ -40,7 +50,12 @@ class VersionedFolderDataset(AbstractVersionedDataset[_DI, _DO], Generic[_DI, _D
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        self._write(tmp, data)
+        from compcars_kedro.grid import VariantFailed
+
+        if isinstance(data, VariantFailed):
+            (tmp / FAILED_FILE).write_text(json.dumps(data.to_json(), indent=2))
+        else:
+            self._write(tmp, data)
         if target.exists():  # unversioned overwrite
             shutil.rmtree(target)
         tmp.rename(target)

@@ -73,3 +73,13 @@ def test_bad_clustering_parameter_is_named(sets) -> None:
         cluster_embeddings(*sets, {**PARAMS, "reducers": ["tsne"]}, KEYS)
     with pytest.raises(ValueError, match="clusterers"):
         cluster_embeddings(*sets, {**PARAMS, "clusterers": ["spectral"]}, KEYS)
+
+
+def test_method_that_cannot_run_becomes_an_error_row(sets) -> None:
+    tiny = [EmbeddingSet(e.vectors[:4], e.index.iloc[:4].reset_index(drop=True)) for e in sets]
+    params = {**PARAMS, "grids": {"hdbscan": {"min_cluster_size": [5], "min_samples": [5]}}}
+    table, _ = cluster_embeddings(*tiny, params, KEYS)
+    hdb = table.loc[table["clusterer"] == "hdbscan"]
+    assert hdb["error"].notna().all() and hdb["error"].str.contains("min_samples").all()
+    km = table.loc[table["clusterer"] == "kmeans"]
+    assert km["error"].isna().all() and km["ari"].notna().all()

@@ -1,0 +1,182 @@
+"""Experiment grid and CLIP-layers study: variant expansion and failure isolation.
+
+A *variant* is one finetuning -> embeddings -> clustering chain with fixed selectors (model,
+loss, views, seed, and for the CLIP study the tower and number of trainable layers). Each variant
+runs as a namespaced copy of the chain (namespace = variant name), so its outputs live under
+``data/*/grid/<variant>/`` (catalog factory patterns ``{variant}.<dataset>``).
+
+Failure isolation: every node of a variant is wrapped by :func:`guard`. When a node raises, the
+guard logs the error and returns a :class:`VariantFailed` marker for each output; nodes that
+receive a marker pass it on without running; the folder datasets store a marker as
+``failed.json``. So one broken variant ends as a *failed* row with its error in the grid status
+table, while every other variant runs and keeps its results.
+
+Skip-existing: the grid is built when the pipeline is registered; a variant whose
+``status`` output already holds a successful version is left out (logged), unless
+``COMPCARS_GRID_RERUN=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RERUN_ENV = "COMPCARS_GRID_RERUN"
+
+
+@dataclass(frozen=True)
+class VariantFailed:
+    """Marker travelling through a failed variant instead of real data."""
+
+    variant: str
+    node: str
+    error: str
+    traceback: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"status": "failed", "variant": self.variant, "node": self.node,
+                "error": self.error, "traceback": self.traceback}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Selectors of one run; ``overrides`` are nested parameter overrides (e.g. CLIP layers)."""
+
+    model: str
+    loss: str
+    views: str
+    seed: int
+    study: str = "grid"
+    extra: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        base = f"{self.model}_{self.loss}_{self.views.replace('+', '')}_s{self.seed}"
+        if self.study == "clip_layers":
+            return f"clip_{self.extra['component']}_l{self.extra['trainable_layers']:02d}_s{self.seed}"
+        return base
+
+    @property
+    def keys(self) -> dict[str, Any]:
+        return {"study": self.study, "variant": self.name, "model": self.model, "loss": self.loss,
+                "views": self.views, "seed": self.seed, **self.extra}
+
+
+def expand_grid(grid: dict[str, Any]) -> list[Variant]:
+    """models x losses x views x seeds, dropping combinations that cannot train (logged)."""
+    out = []
+    for model, loss, views, seed in itertools.product(
+            grid.get("models", []), grid.get("losses", []), grid.get("views", ["front+rear"]),
+            grid.get("seeds", [0])):
+        if loss == "clip" and model != "clip":
+            logger.info("grid: skipping %s x %s (the clip loss needs the clip model)", model, loss)
+            continue
+        out.append(Variant(model, loss, views, int(seed)))
+    return out
+
+
+def expand_clip_layers(study: dict[str, Any]) -> list[Variant]:
+    """component (vision, text) x trainable layers: CLIP runs trained with the clip loss."""
+    out = []
+    for component, layers in itertools.product(study.get("components", ["vision", "text"]),
+                                               study.get("layers", list(range(1, 13)))):
+        n = int(layers)
+        if not 1 <= n <= 12:
+            raise ValueError(f"clip_layers.layers: {n} is outside 1..12")
+        out.append(Variant(
+            "clip", study.get("loss", "clip"), study.get("views", "front"),
+            int(study.get("seed", 0)), study="clip_layers",
+            extra={"component": component, "trainable_layers": n},
+            overrides={"models": {"clip": {"clip": {"phase": component, "trainable_layers": n}}}},
+        ))
+    return out
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def guard(func: Callable[..., Any], variant: str, n_outputs: int) -> Callable[..., Any]:
+    """Wrap a node function of ``variant``: pass markers on, turn exceptions into markers."""
+
+    def _fail(marker: VariantFailed) -> Any:
+        return marker if n_outputs == 1 else tuple([marker] * n_outputs)
+
+    @functools.wraps(func)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, VariantFailed):
+                logger.warning("variant %s: skipping %s (failed upstream in %s)", variant,
+                               func.__name__, value.node)
+                return _fail(value)
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - recorded as the variant's failure
+            logger.error("variant %s failed in %s: %s: %s", variant, func.__name__,
+                         type(exc).__name__, exc)
+            return _fail(VariantFailed(variant, func.__name__, f"{type(exc).__name__}: {exc}",
+                                       traceback.format_exc(limit=8)))
+
+    return guarded
+
+
+def variant_done(status_dir: Path) -> bool:
+    """True when the newest version of a variant's status says ``ok``."""
+    if not status_dir.is_dir():
+        return False
+    for version in sorted((p for p in status_dir.iterdir() if p.is_dir()), reverse=True):
+        f = version / status_dir.name / "data.json"
+        if f.exists():
+            return json.loads(f.read_text()).get("status") == "ok"
+    return False
+
+
+def _env_from_argv(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg in ("--env", "-e") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--env="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def load_study_parameters() -> dict[str, Any]:
+    """Parameters as the run will see them (base + the run env), read at registration time.
+
+    The grid shape must be known when pipelines are built, before ``--params`` are applied, so
+    edit ``grid`` / ``clip_layers`` in ``conf/<env>/parameters_grid.yml`` (or use ``--env``).
+    """
+    from kedro.config import OmegaConfigLoader
+    from kedro.framework.project import settings
+
+    env = _env_from_argv(sys.argv) or os.environ.get("KEDRO_ENV") or "local"
+    conf_source = Path(settings.CONF_SOURCE)
+    if not conf_source.is_dir():
+        return {}
+    args = dict(settings.CONFIG_LOADER_ARGS)
+    args.pop("default_run_env", None)
+    loader = OmegaConfigLoader(str(conf_source), env=env, **args)
+    try:
+        return dict(loader["parameters"])
+    except Exception as exc:  # noqa: BLE001 - registration must not crash other pipelines
+        logger.warning("could not read study parameters (%s); grid pipelines are empty", exc)
+        return {}
+
+
+def rerun_requested() -> bool:
+    return os.environ.get(RERUN_ENV, "").lower() in {"1", "true", "yes"}

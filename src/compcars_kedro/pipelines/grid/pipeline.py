@@ -1,0 +1,86 @@
+"""grid pipeline: data_engineering, then one namespaced chain per variant, then collection."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from compcars_kedro.grid import (
+    Variant,
+    expand_grid,
+    guard,
+    load_study_parameters,
+    rerun_requested,
+    variant_done,
+)
+from compcars_kedro.pipelines.clustering.nodes import cluster_embeddings
+from compcars_kedro.pipelines.embeddings.nodes import embed_splits, retrieval_table
+from compcars_kedro.pipelines.finetuning.nodes import finetune
+from compcars_kedro.pipelines.grid.nodes import collect_results, variant_config, variant_status
+
+logger = logging.getLogger(__name__)
+
+STATUS_ROOT = Path("data/08_reporting/grid")
+SHARED_PARAMS = ["params:embedding_dim", "params:models", "params:losses", "params:training",
+                 "params:finetuning", "params:embeddings", "params:clustering"]
+SPLITS = ("val", "test", "unseen")
+
+
+def _bind(func, variant: Variant):
+    """``func`` with the variant bound (the node sees only the remaining parameters)."""
+    bound = functools.partial(func, variant)
+    bound.__name__ = func.__name__  # type: ignore[attr-defined]
+    bound.__qualname__ = func.__qualname__  # type: ignore[attr-defined]
+    bound.__module__ = func.__module__
+    return bound
+
+
+def variant_pipeline(variant: Variant) -> Pipeline:
+    """The finetuning -> embeddings -> clustering chain of one variant (guarded)."""
+    v = variant.name
+    emb = [f"embeddings_{s}_{p}" for s in ("baseline", "finetuned") for p in SPLITS]
+    nodes = [
+        node(guard(_bind(variant_config, variant), v, 1),
+             ["params:embedding_dim", "params:models", "params:losses", "params:training",
+              "params:finetuning"], "config", name="resolve_config"),
+        node(guard(finetune, v, 5), ["crops", "multiview_samples", "config"],
+             ["baseline_checkpoint", "finetuned_checkpoint", "last_checkpoint",
+              "training_history", "finetuning_metrics"], name="finetune", tags=["gpu"]),
+        *[node(guard(embed_splits, v, 3),
+               ["crops", "multiview_samples", f"{s}_checkpoint", "params:embeddings"],
+               [f"embeddings_{s}_{p}" for p in SPLITS], name=f"embed_{s}", tags=["gpu"])
+          for s in ("baseline", "finetuned")],
+        node(guard(retrieval_table, v, 1), [*emb, "config"], "retrieval_metrics",
+             name="retrieval_metrics"),
+        node(guard(cluster_embeddings, v, 2), [*emb, "params:clustering", "config"],
+             ["clustering_metrics", "cluster_assignments"], name="cluster_embeddings"),
+        node(_bind(variant_status, variant),
+             ["config", "finetuning_metrics", "retrieval_metrics", "clustering_metrics"],
+             "status", name="status"),
+    ]
+    return pipeline(Pipeline(nodes), namespace=v, inputs={"crops", "multiview_samples"},
+                    parameters=set(SHARED_PARAMS), tags=["study", variant.study])
+
+
+def study_pipeline(variants: list[Variant], study: str) -> Pipeline:
+    """Variants not yet done (skip-existing rule) + the collection node of ``study``."""
+    todo = []
+    for variant in variants:
+        if not rerun_requested() and variant_done(STATUS_ROOT / variant.name / "status"):
+            logger.info("%s: skipping variant %s (outputs exist; %s=1 reruns it)", study,
+                        variant.name, "COMPCARS_GRID_RERUN")
+            continue
+        todo.append(variant)
+    chains = sum((variant_pipeline(v) for v in todo), Pipeline([]))
+    collect = node(collect_results, [f"{study}_results", *[f"{v.name}.status" for v in todo]],
+                   [f"{study}_status", f"{study}_training_history", f"{study}_retrieval_metrics",
+                    f"{study}_clustering_metrics"], name=f"collect_{study}", tags=["study"])
+    return chains + Pipeline([collect])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    grid = load_study_parameters().get("grid", {})
+    return study_pipeline(expand_grid(grid), "grid")
