@@ -45,4 +45,38 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean-data:
-	find data -mindepth 2 ! -name .gitkeep -delete
+	find data -mindepth 2 ! -name .gitkeep ! -name '*.dvc' -delete
+
+# ---------------------------------------------------------------- kedro-viz and DVC
+# docs/tracking_and_versioning.md. `kedro viz build` writes the static site to build/ (fixed
+# name); `make viz` serves it on 127.0.0.1 only, with no version check or telemetry calls.
+VIZ_PORT ?= 4141
+DVC := $(VENV)/bin/dvc
+
+.PHONY: viz viz-build dvc-repro dvc-status dvc-pull dvc-push
+
+viz-build: install
+	rm -rf build
+	$(KEDRO) viz build $(VIZ_ARGS)
+	@test -f build/index.html || { echo "kedro viz build failed (see above)"; exit 1; }
+
+viz: viz-build
+	@echo "Kedro-Viz: http://127.0.0.1:$(VIZ_PORT)/  (Ctrl-C to stop)"
+	$(PY) -m http.server $(VIZ_PORT) --bind 127.0.0.1 --directory build
+
+# Stages call `kedro`: the venv's bin goes first on PATH. `make dvc-repro ARGS=data_engineering`
+dvc-repro: install sample
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(DVC) repro $(ARGS)
+
+dvc-status: install
+	$(DVC) status $(ARGS)
+
+dvc-pull: install
+	$(DVC) pull $(ARGS)
+
+dvc-push: install
+	$(DVC) push $(ARGS)
+
+.PHONY: mlflow-ui
+mlflow-ui: install   ## MLflow UI on the project's SQLite store, http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///.mlflow/mlflow.db --host 127.0.0.1 --port 5000

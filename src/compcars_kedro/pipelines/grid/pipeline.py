@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from pathlib import Path
 
@@ -30,11 +31,15 @@ SPLITS = ("val", "test", "unseen")
 
 
 def _bind(func, variant: Variant):
-    """``func`` with the variant bound (the node sees only the remaining parameters)."""
-    bound = functools.partial(func, variant)
-    bound.__name__ = func.__name__  # type: ignore[attr-defined]
-    bound.__qualname__ = func.__qualname__  # type: ignore[attr-defined]
-    bound.__module__ = func.__module__
+    """``func`` with the variant bound; a plain function (kedro-viz rejects partials) whose
+    signature lists only the remaining parameters, so Kedro maps inputs to them."""
+
+    @functools.wraps(func, assigned=("__module__", "__name__", "__qualname__", "__doc__"),
+                     updated=())
+    def bound(*args, **kwargs):
+        return func(variant, *args, **kwargs)
+
+    bound.__signature__ = inspect.signature(functools.partial(func, variant))
     return bound
 
 
