@@ -145,6 +145,10 @@ def validate_parameters(parameters: dict[str, Any]) -> None:
         check_weights_available(config["model"]["name"], config["model"]["weights"])
     if "clustering" in parameters:
         validate(ClusteringParams, parameters["clustering"], "clustering")
+    if "reporting" in parameters:
+        from compcars_kedro.reporting.params import reporting_params
+
+        reporting_params(parameters["reporting"])
 
 
 # --------------------------------------------------------------------------- clustering

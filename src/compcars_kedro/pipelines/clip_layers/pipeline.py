@@ -7,6 +7,7 @@ from kedro.pipeline import Pipeline, node
 from compcars_kedro.grid import expand_clip_layers, load_study_parameters
 from compcars_kedro.pipelines.grid.nodes import clip_layers_table
 from compcars_kedro.pipelines.grid.pipeline import study_pipeline
+from compcars_kedro.pipelines.reporting.pipeline import create_pipeline as reporting_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -16,4 +17,4 @@ def create_pipeline(**kwargs) -> Pipeline:
              ["clip_layers_status", "clip_layers_retrieval_metrics",
               "clip_layers_clustering_metrics", "params:clip_layers"],
              "clip_layers_table", name="clip_layers_table", tags=["study"]),
-    ])
+    ]) + reporting_pipeline().only_nodes("summarise_clip_layers")  # table + figure of the study

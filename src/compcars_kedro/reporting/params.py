@@ -1,0 +1,83 @@
+"""Validated parameters of the reporting pipeline (``reporting:`` in parameters_reporting.yml)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from compcars_kedro.params import StrictModel, validate
+
+
+class HeadlineParams(StrictModel):
+    """The clustering method quoted in summaries, bars, heatmaps, scatter plots and galleries.
+
+    When the clustering table has no row for it (e.g. a run with ``reducers: [pca]``), the first
+    available selection mode / reducer / clusterer is used instead and the report says so.
+    """
+
+    selection_mode: Literal["internal", "transfer", "oracle"] = "transfer"
+    reducer: str = "umap"
+    clusterer: str = "hdbscan"
+
+
+class MetricsParams(StrictModel):
+    retrieval: list[str] = ["precision_at_1", "r_precision", "mean_average_precision_at_r"]
+    clustering: list[str] = ["ari", "ami", "nmi", "purity", "pct_pure_clusters", "n_clusters",
+                             "noise_fraction"]
+
+
+class Criterion(StrictModel):
+    metric: str
+    models: Literal["seen", "unseen"] = "unseen"
+    source: Literal["baseline", "finetuned"] = "finetuned"
+
+
+class ScatterParams(StrictModel):
+    reducer: Literal["umap", "tsne", "pca"] = "umap"
+    reducer_params: dict[str, Any] = {}
+    sources: list[Literal["baseline", "finetuned"]] = ["baseline", "finetuned"]
+    splits: list[Literal["test", "unseen"]] = ["test", "unseen"]
+    max_points: int = Field(3000, ge=10)
+    legend_max_classes: int = Field(12, ge=0)
+    seed: int = 0
+
+
+class GalleryParams(StrictModel):
+    source: Literal["baseline", "finetuned"] = "finetuned"
+    splits: list[Literal["test", "unseen"]] = ["unseen", "test"]
+    n_pure: int = Field(4, ge=0)
+    n_mixed: int = Field(4, ge=0)
+    thumbnails_per_cluster: int = Field(8, ge=1, le=32)
+    min_cluster_size: int = Field(2, ge=1)
+
+
+class ConfusionParams(StrictModel):
+    losses: list[str] = ["ce"]
+    max_classes: int = Field(30, ge=2)
+
+
+class ReportingParams(StrictModel):
+    title: str = "CompCars: do embedding clusters recover car models?"
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    headline: HeadlineParams = HeadlineParams()
+    metrics: MetricsParams = MetricsParams()
+    bar_metrics: list[str] = ["mean_average_precision_at_r", "precision_at_1", "ari", "ami"]
+    heatmap_metrics: list[str] = ["ari", "mean_average_precision_at_r"]
+    best_configuration: list[Criterion] = [
+        Criterion(metric="mean_average_precision_at_r", models="unseen"),
+        Criterion(metric="ari", models="unseen"),
+        Criterion(metric="mean_average_precision_at_r", models="seen"),
+        Criterion(metric="ari", models="seen"),
+    ]
+    scatter: ScatterParams = ScatterParams()
+    gallery: GalleryParams = GalleryParams()
+    confusion: ConfusionParams = ConfusionParams()
+    dpi: int = Field(100, ge=30, le=300)
+
+
+def reporting_params(parameters: dict[str, Any] | ReportingParams | None) -> ReportingParams:
+    """Validate ``params:reporting`` (unknown keys fail naming the key)."""
+    if isinstance(parameters, ReportingParams):
+        return parameters
+    return validate(ReportingParams, dict(parameters or {}), "reporting")

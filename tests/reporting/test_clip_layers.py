@@ -1,0 +1,67 @@
+"""clip_layers_summary: Pearson r against numpy, best layer count, empty input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from compcars_kedro.reporting.clip_layers import SUMMARY_COLUMNS, clip_layers_summary, pearson_r
+from tests.reporting import clip_layers_table
+
+
+def test_pearson_r_matches_numpy_and_handles_degenerate_input() -> None:
+    x = [0, 2, 4, 8, 8]
+    y = [0.1, 0.3, 0.2, 0.6, 0.55]
+    assert pearson_r(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert math.isnan(pearson_r([1, 1, 1], [0.1, 0.2, 0.3]))  # constant layers
+    assert math.isnan(pearson_r([1], [0.1]))
+    assert pearson_r([0, 1, 2, float("nan")], [0.0, 1.0, 2.0, 5.0]) == pytest.approx(1.0)
+
+
+def test_clip_layers_summary_per_component() -> None:
+    table = clip_layers_table()
+    summary, fig = clip_layers_summary(table)
+    assert isinstance(fig, Figure)
+    summary = summary.set_index("component")
+    assert set(summary.index) == {"vision", "text"}
+    for component in ("vision", "text"):
+        sub = table[table["component"] == component]
+        for metric, short in (("mean_average_precision_at_r", "map_at_r"), ("ari", "ari")):
+            expected = np.corrcoef(sub["trainable_layers"], sub[metric])[0, 1]
+            assert summary.loc[component, f"pearson_r_{short}"] == pytest.approx(expected)
+        assert summary.loc[component, "n_runs"] == 8
+        assert summary.loc[component, "layer_counts"] == "0,2,4,8"
+    # vision MAP@R = 0.3 + 0.02 L - 0.002 L^2 (+ seed): peaks at L = 4 among {0, 2, 4, 8}
+    assert summary.loc["vision", "best_layers_map_at_r"] == 4
+    assert summary.loc["vision", "best_map_at_r"] == pytest.approx(0.3 + 0.08 - 0.032 + 0.005)
+    # text decreases with layers: best = 0 layers; ARI of vision increases: best = 8
+    assert summary.loc["text", "best_layers_map_at_r"] == 0
+    assert summary.loc["vision", "best_layers_ari"] == 8
+    assert summary.loc["text", "pearson_r_ari"] == pytest.approx(
+        np.corrcoef(table.loc[table["component"] == "text", "trainable_layers"],
+                    table.loc[table["component"] == "text", "ari"])[0, 1])
+
+
+def test_clip_layers_summary_ties_prefer_fewer_layers() -> None:
+    table = pd.DataFrame({"component": "vision", "trainable_layers": [2, 4, 6],
+                          "mean_average_precision_at_r": [0.5, 0.5, 0.4], "ari": [0.1, 0.2, 0.3],
+                          "seed": 0})
+    summary, _ = clip_layers_summary(table)
+    assert summary.iloc[0]["best_layers_map_at_r"] == 2
+    assert summary.iloc[0]["best_layers_ari"] == 6
+
+
+@pytest.mark.parametrize("table", [None, pd.DataFrame()])
+def test_clip_layers_summary_empty(table) -> None:
+    summary, fig = clip_layers_summary(table)
+    assert summary.empty and list(summary.columns) == SUMMARY_COLUMNS
+    assert isinstance(fig, Figure)
+
+
+def test_clip_layers_summary_rejects_a_wrong_table() -> None:
+    with pytest.raises(KeyError, match="trainable_layers"):
+        clip_layers_summary(pd.DataFrame({"component": ["vision"], "ari": [0.1]}))
