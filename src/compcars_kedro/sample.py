@@ -35,6 +35,8 @@ import scipy.io
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
+from compcars_kedro.data.raw import VIEWPOINTS
+
 logger = logging.getLogger("compcars_kedro.sample")
 
 GENERATOR_VERSION = 1
@@ -42,14 +44,6 @@ MAX_MAKE_ID = 163  # id space of the real make_names cell (163x1)
 MAX_MODEL_ID = 2004  # id space of the real model_names cell (2004x1)
 SUPERSAMPLE = 2  # cars are drawn at 2x and downsampled (anti-aliasing)
 
-VIEWPOINTS: dict[int, str] = {
-    -1: "uncertain",
-    1: "front",
-    2: "rear",
-    3: "side",
-    4: "front-side",
-    5: "rear-side",
-}
 EXTRA_VIEWPOINTS = (3, 4, 5, -1)
 EXTRA_VIEWPOINT_P = (0.3, 0.32, 0.3, 0.08)
 

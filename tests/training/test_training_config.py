@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import pytest
+from pydantic import ValidationError
 
-os.environ["TORCH_HOME"] = "/work/main/.cache/torch"
-os.environ["HF_HOME"] = "/work/main/.cache/hf"
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
-
-from compcars_kedro.training import (  # noqa: E402
+from compcars_kedro.training import (
     LOSS_REGISTRY,
     MODEL_REGISTRY,
     LossConfig,
@@ -21,15 +13,6 @@ from compcars_kedro.training import (  # noqa: E402
     TrainingConfig,
     validate_combination,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster single-threaded on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_unknown_key_is_named() -> None:

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import os
+import json
+import pickle
+from pathlib import Path
 
-os.environ["TORCH_HOME"] = "/work/main/.cache/torch"
-os.environ["HF_HOME"] = "/work/main/.cache/hf"
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
+import numpy as np
+import pandas as pd
+import pytest
+import torch
 
-import json  # noqa: E402
-import pickle  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from compcars_kedro.training import (  # noqa: E402
+from compcars_kedro.training import (
     Checkpoint,
     LossConfig,
     ModelConfig,
@@ -31,21 +24,11 @@ from compcars_kedro.training import (  # noqa: E402
     retrieval_metrics,
     save_checkpoint,
 )
-from compcars_kedro.training.augment import prepare_images  # noqa: E402
-from compcars_kedro.training.config import AugmentConfig  # noqa: E402
-from compcars_kedro.training.data import ViewBatchDataset, pk_batches  # noqa: E402
-from compcars_kedro.training.loop import HISTORY_COLUMNS  # noqa: E402
-from compcars_kedro.training.toy import TINY_ARCH, make_toy_data  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster single-threaded on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+from compcars_kedro.training.augment import prepare_images
+from compcars_kedro.training.config import AugmentConfig
+from compcars_kedro.training.data import ViewBatchDataset, pk_batches
+from compcars_kedro.training.loop import HISTORY_COLUMNS
+from compcars_kedro.training.toy import TINY_ARCH, make_toy_data
 
 VIT = {"name": "vitb32", "image_size": 32, "arch": TINY_ARCH["vitb32"]}
 TIMING = ["train_img_per_s", "epoch_time_s"]

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import os
+import math
 
-os.environ["TORCH_HOME"] = "/work/main/.cache/torch"
-os.environ["HF_HOME"] = "/work/main/.cache/hf"
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
+import numpy as np
+import pytest
+import torch
 
-import math  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig  # noqa: E402
-from compcars_kedro.training.augment import prepare_images  # noqa: E402
-from compcars_kedro.training.config import ClipLossParams  # noqa: E402
-from compcars_kedro.training.data import ViewBatchDataset  # noqa: E402
-from compcars_kedro.training.loop import Trainer  # noqa: E402
-from compcars_kedro.training.losses import ClipLoss  # noqa: E402
-from compcars_kedro.training.toy import TINY_ARCH, make_toy_data  # noqa: E402
+from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig
+from compcars_kedro.training.augment import prepare_images
+from compcars_kedro.training.config import ClipLossParams
+from compcars_kedro.training.data import ViewBatchDataset
+from compcars_kedro.training.loop import Trainer
+from compcars_kedro.training.losses import ClipLoss
+from compcars_kedro.training.toy import TINY_ARCH, make_toy_data
 
 CASES = [
     # (loss, loss params, model, head, views, steps)
@@ -36,14 +29,6 @@ CASES = [
     ("clip", {}, "clip", "metric", ["front", "rear"], 8),
 ]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster single-threaded on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _trainer(

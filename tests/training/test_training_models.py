@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-os.environ["TORCH_HOME"] = "/work/main/.cache/torch"
-os.environ["HF_HOME"] = "/work/main/.cache/hf"
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
 
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from compcars_kedro.training import (  # noqa: E402
+from compcars_kedro.training import (
     ModelConfig,
     WeightsNotAvailableError,
     build_loss,
@@ -24,22 +18,14 @@ from compcars_kedro.training import (  # noqa: E402
     build_prompt,
     param_groups,
 )
-from compcars_kedro.training.config import ClipOptions, LossConfig  # noqa: E402
-from compcars_kedro.training.models import apply_clip_phase, clip_tower  # noqa: E402
-from compcars_kedro.training.tokenizer import BPETokenizer  # noqa: E402
-from compcars_kedro.training.toy import TINY_ARCH, toy_prompt_meta  # noqa: E402
+from compcars_kedro.training.config import ClipOptions, LossConfig
+from compcars_kedro.training.models import apply_clip_phase, clip_tower
+from compcars_kedro.training.tokenizer import BPETokenizer
+from compcars_kedro.training.toy import TINY_ARCH, toy_prompt_meta
 
 VIT = {"name": "vitb32", "image_size": 32, "arch": TINY_ARCH["vitb32"]}
 CLIP = {"name": "clip", "image_size": 32, "arch": TINY_ARCH["clip"]}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster single-threaded on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
