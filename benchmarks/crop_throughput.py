@@ -23,9 +23,9 @@ from compcars_kedro.sample import SampleSpec, generate_sample
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--images-per-view", type=int, default=12)
+    ap.add_argument("--images-per-view", type=int, default=24)
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--resize-mode", default="pad", choices=["pad", "center_crop"])
     args = ap.parse_args()
 

@@ -8,6 +8,7 @@ over a naive ``open -> convert -> crop -> resize`` loop comes from.
 from __future__ import annotations
 
 import logging
+import mmap
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -99,10 +100,6 @@ def crop_image(path: str, bbox: Sequence[float], spec: CropSpec) -> np.ndarray:
     return canvas
 
 
-def _crop_task(args: tuple[str, tuple[float, float, float, float], CropSpec]) -> np.ndarray:
-    return crop_image(*args)
-
-
 def resolve_workers(num_workers: int | None) -> int:
     """``None`` or ``0`` -> one process per available core."""
     if not num_workers:
@@ -125,17 +122,47 @@ def parallel_map(
                          mininterval=1.0))
 
 
+#: shared output buffer of the running ``crop_many`` (inherited by forked workers)
+_SHARED_OUT: np.ndarray | None = None
+
+
+def _crop_into_shared(args: tuple[int, str, tuple[float, float, float, float], CropSpec]) -> int:
+    """Worker: crop one image straight into the shared output array (nothing is pickled back)."""
+    i, path, bbox, spec = args
+    assert _SHARED_OUT is not None
+    _SHARED_OUT[i] = crop_image(path, bbox, spec)
+    return i
+
+
 def crop_many(
     paths: Sequence[str], bboxes: np.ndarray, spec: CropSpec, *, num_workers: int | None = None,
     chunksize: int = 16,
 ) -> np.ndarray:
-    """Crop every ``(path, bbox)`` into one ``N x size x size x 3`` uint8 array (input order)."""
-    out = np.empty((len(paths), spec.size, spec.size, 3), dtype=np.uint8)
-    tasks = ((p, tuple(map(float, b)), spec) for p, b in zip(paths, bboxes, strict=True))
-    for i, arr in enumerate(parallel_map(_crop_task, tasks, total=len(paths),
-                                         num_workers=num_workers, chunksize=chunksize,
-                                         desc="crop")):
-        out[i] = arr
+    """Crop every ``(path, bbox)`` into one ``N x size x size x 3`` uint8 array (input order).
+
+    With several workers (fork start method), the array lives in anonymous shared memory that
+    the forked workers write into directly: only indices cross process boundaries, so the
+    parallel path scales instead of pickling every crop back to the parent.
+    """
+    global _SHARED_OUT
+    shape = (len(paths), spec.size, spec.size, 3)
+    boxes = [tuple(map(float, b)) for b in bboxes]
+    workers = resolve_workers(num_workers)
+    if workers > 1 and len(paths) > chunksize and "fork" in mp.get_all_start_methods():
+        buffer = mmap.mmap(-1, max(1, int(np.prod(shape))))  # MAP_SHARED | MAP_ANONYMOUS
+        _SHARED_OUT = np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
+        try:
+            tasks = [(i, p, b, spec) for i, (p, b) in enumerate(zip(paths, boxes, strict=True))]
+            parallel_map(_crop_into_shared, tasks, total=len(tasks), num_workers=workers,
+                         chunksize=chunksize, desc="crop")
+            return _SHARED_OUT.copy()
+        finally:
+            _SHARED_OUT = None
+            buffer.close()
+    out = np.empty(shape, dtype=np.uint8)
+    for i, (p, b) in enumerate(tqdm(list(zip(paths, boxes, strict=True)), desc="crop",
+                                    mininterval=1.0)):
+        out[i] = crop_image(p, b, spec)
     return out
 
 

@@ -181,3 +181,15 @@ def test_pad_mode_keeps_whole_box(tmp_path: Path) -> None:
     assert out.shape == (30, 30, 3)
     # letterboxed: box rescaled to 30 x 10, rows 10..20 white, padding black
     assert out[15, :, 0].min() > 200 and out[2, :, 0].max() < 50 and out[27, :, 0].max() < 50
+
+
+def test_parallel_crops_equal_serial_crops(validated, raw) -> None:
+    from compcars_kedro.data.imaging import crop_many
+
+    images = split_dataset(validated[0], PARAMS)[0].head(40)
+    paths = [str(raw.resolve(p)) for p in images["path"]]
+    boxes = images[["x0", "y0", "x1", "y1"]].to_numpy(dtype=float)
+    spec = CropSpec(size=24)
+    serial = crop_many(paths, boxes, spec, num_workers=1)
+    parallel = crop_many(paths, boxes, spec, num_workers=2, chunksize=4)  # shared-memory path
+    assert np.array_equal(serial, parallel)
