@@ -58,3 +58,18 @@ def test_cli_rejects_bad_selector_before_any_work(project_copy: Path) -> None:
     assert result.returncode != 0
     assert "model='vgg16' is unknown" in out and "resnet50" in out
     assert not any((project_copy / "data" / "02_intermediate").iterdir())  # nothing ran
+
+
+@pytest.mark.slow
+def test_data_engineering_runs_without_pretrained_weights(project_copy: Path) -> None:
+    """The weights preflight only guards runs that train."""
+    (project_copy / "conf" / "local" / "parameters.yml").write_text(
+        "models:\n  resnet18: {weights: IMAGENET1K_V1}\n"
+        "data_engineering: {min_images_per_class_per_view: 3, crop: {size: 24}}\n")
+    ok = kedro_cli(project_copy, "run", "--pipelines", "data_engineering")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    refused = kedro_cli(project_copy, "run", "--pipelines", "finetuning")
+    assert refused.returncode != 0
+    out = " ".join((refused.stdout + refused.stderr).split())  # undo rich line wrapping
+    assert "IMAGENET1K_V1" in out and "local cache" in out
+    assert not (project_copy / "data" / "06_models" / "finetuned_checkpoint").exists()

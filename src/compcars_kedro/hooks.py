@@ -19,8 +19,9 @@ class ValidateParametersHook:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         if "parameters" in catalog:
-            validate_parameters(catalog.load("parameters"))
-            logger.info("parameters validated")
+            trains = any(n.name.split(".")[-1] == "finetune" for n in pipeline.nodes)
+            validate_parameters(catalog.load("parameters"), check_weights=trains)
+            logger.info("parameters validated%s", " (weights available)" if trains else "")
 
 
 class MlflowArtifactsHook:

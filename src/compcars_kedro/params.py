@@ -134,15 +134,20 @@ FINETUNING_KEYS = ("model", "loss", "views", "embedding_dim", "models", "losses"
                    "finetuning")
 
 
-def validate_parameters(parameters: dict[str, Any]) -> None:
-    """Validate every known section present in ``parameters`` (used before a run starts)."""
+def validate_parameters(parameters: dict[str, Any], *, check_weights: bool = True) -> None:
+    """Validate every known section present in ``parameters`` (used before a run starts).
+
+    ``check_weights``: also check that the selected model's pretrained weights are readable
+    offline (only when the run trains, so e.g. data_engineering runs without them).
+    """
     if "data_engineering" in parameters:
         validate(DataEngineeringParams, parameters["data_engineering"], "data_engineering")
     if "model" in parameters and "loss" in parameters:
         ft = validate(FinetuningParams, {k: parameters[k] for k in FINETUNING_KEYS
                                          if k in parameters}, "parameters")
         config = ft.resolve()
-        check_weights_available(config["model"]["name"], config["model"]["weights"])
+        if check_weights:
+            check_weights_available(config["model"]["name"], config["model"]["weights"])
     if "clustering" in parameters:
         validate(ClusteringParams, parameters["clustering"], "clustering")
     if "reporting" in parameters:
