@@ -19,6 +19,15 @@ def _env(key: str, default: str | None = None) -> str | None:
 
 HOOKS = (ValidateParametersHook(), MlflowArtifactsHook())
 
+def _project_root() -> str:
+    """``${project_root:}``: the Kedro project folder, also when called from ``notebooks/``."""
+    from pathlib import Path
+
+    from kedro.utils import find_kedro_project
+
+    return str(find_kedro_project(Path.cwd()) or Path.cwd())
+
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
@@ -26,7 +35,7 @@ CONFIG_LOADER_ARGS = {
     # Soft merge: `conf/<env>` and `--params training.lr=...` override single keys and keep
     # their siblings instead of replacing the whole top-level block.
     "merge_strategy": {"parameters": "soft", "catalog": "soft", "globals": "soft"},
-    "custom_resolvers": {"env": _env},
+    "custom_resolvers": {"env": _env, "project_root": _project_root},
     "config_patterns": {
         "globals": ["globals*", "globals*/**"],
     },
