@@ -14,6 +14,7 @@ import pandas as pd
 
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.training.data import ViewData
+from compcars_kedro.training.tokenizer import build_prompt
 
 SAMPLE_COLUMNS = ["sample_id", "split", "class_id", "class_name", "make", "model", "type"]
 
@@ -66,7 +67,7 @@ def build_view_data(
     view_rows = np.stack([crops.rows_for(table[f"{v}_image_id"]) for v in views], axis=1)
     texts = None
     if prompt_template:
-        texts = [prompt_template.format(make=r.make, model=r.model, type=r.type)
+        texts = [build_prompt(prompt_template, make=r.make, model=r.model, type=r.type)
                  for r in table.itertuples()]
     y = table["class_id"].map(mapping).to_numpy(dtype=np.int64)
     return ViewData(crops.images, view_rows, y, texts), table.assign(label=y)

@@ -58,3 +58,28 @@ def test_retrieval_table_scores_perfect_and_random_embeddings() -> None:
     assert (top["precision_at_1"] > 0.99).all()
     low = table.loc[table["source"] == "finetuned", "mean_average_precision_at_r"]
     assert (low < 0.9).all()
+
+
+def test_clip_image_text_run_gets_zero_shot_accuracy(tiny_crops, tmp_path_factory) -> None:
+    crops, pairs = tiny_crops
+    arch = {"patch_size": 16, "vision_hidden_size": 32, "vision_intermediate_size": 64,
+            "vision_layers": 2, "vision_heads": 2, "text_hidden_size": 32,
+            "text_intermediate_size": 64, "text_layers": 2, "text_heads": 2, "vocab_size": 256,
+            "max_position_embeddings": 24, "projection_dim": 16}
+    p = tiny_finetuning_params(model="clip", loss="clip", views="front", embedding_dim=None)
+    p["models"]["clip"] = {"image_size": 32, "arch": arch,
+                           "clip": {"phase": "text", "trainable_layers": 1, "max_length": 24}}
+    p["training"] = {"epochs": 1, "batch_size": 8, "num_workers": 0}
+    p["finetuning"]["work_dir"] = str(tmp_path_factory.mktemp("clipwork"))
+    cfg = resolve_config(p["model"], p["loss"], p["views"], p["embedding_dim"], p["models"],
+                         p["losses"], p["training"], p["finetuning"])
+    baseline, best, *_ = finetune(crops, pairs, cfg)
+    sets = [*embed_splits(crops, pairs, baseline, {"batch_size": 8}),
+            *embed_splits(crops, pairs, best, {"batch_size": 8})]
+    for emb in sets:
+        # predictions are classes of the evaluated split itself (its own prompts)
+        assert set(emb.index["zero_shot_class_id"]) <= set(emb.index["class_id"])
+    table = retrieval_table(*sets, {**KEYS, "keys": {**KEYS["keys"], "model": "clip"}})
+    assert table["zero_shot_accuracy"].between(0, 1).all()
+    # the text phase leaves the image tower untouched: image embeddings equal the baseline's
+    np.testing.assert_allclose(sets[2].vectors, sets[5].vectors, atol=1e-5)

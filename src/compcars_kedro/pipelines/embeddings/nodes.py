@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 
 from compcars_kedro.data.views import build_view_data
 from compcars_kedro.datasets.crops import CropsStore
@@ -42,9 +44,50 @@ def embed_splits(crops: CropsStore, multiview_samples: pd.DataFrame, checkpoint:
         data, table = build_view_data(crops, multiview_samples, views, split, labels)
         vectors = extract_embeddings(model, data, batch_size=int(parameters.get("batch_size", 256)),
                                      device=device, progress=True)
+        zero_shot = zero_shot_predictions(model, checkpoint, table, vectors, device)
+        if zero_shot is not None:
+            table = table.assign(zero_shot_class_id=zero_shot)
         out.append(EmbeddingSet(vectors, table.assign(source=stage, split=split)))
         logger.info("%s embeddings of %s: %s", stage, split, vectors.shape)
     return tuple(out)  # type: ignore[return-value]
+
+
+def zero_shot_predictions(model: Any, checkpoint: Checkpoint, table: pd.DataFrame,
+                          vectors: np.ndarray, device: Any) -> np.ndarray | None:
+    """CLIP image-text runs: the class whose prompt is nearest to each image embedding.
+
+    Scores the text tower (the clustered image embedding never sees a prompt): the prompts of the
+    split's own classes are encoded with the run's tokenizer and each image gets the class of
+    the most similar prompt. ``None`` for non-CLIP runs, multi-view runs (the fused vector is
+    not in the text space) or when the tokenizer is not available offline.
+    """
+    meta = checkpoint.meta
+    cfg = meta["model_config"]
+    if cfg["name"] != "clip" or (meta.get("loss_config") or {}).get("name") != "clip" \
+            or len(cfg["views"]) != 1:
+        return None
+    from compcars_kedro.training.tokenizer import BPETokenizer, build_prompt, build_tokenizer
+
+    text_cfg = model.backbone.clip.config.text_config
+    max_length = min(int(cfg["clip"]["max_length"]), int(text_cfg.max_position_embeddings))
+    try:
+        if meta.get("tokenizer_json"):
+            tokenizer = BPETokenizer.from_str(meta["tokenizer_json"], max_length=max_length)
+        else:
+            tokenizer = build_tokenizer(cfg["clip"]["tokenizer"], weights=cfg["weights"],
+                                        corpus=[], vocab_size=int(text_cfg.vocab_size),
+                                        max_length=max_length)
+    except Exception as exc:  # noqa: BLE001 - zero-shot is optional
+        logger.warning("no tokenizer for zero-shot evaluation: %s", exc)
+        return None
+    model.backbone.set_eos_token_id(tokenizer.eos_token_id)
+    classes = table.drop_duplicates("class_id").reset_index(drop=True)
+    prompts = [build_prompt(cfg["clip"]["prompt_template"], make=r.make, model=r.model,
+                            type=r.type) for r in classes.itertuples()]
+    ids, mask = tokenizer.encode(prompts)
+    with torch.no_grad():
+        text = model.encode_text(ids.to(device), mask.to(device)).float().cpu().numpy()
+    return classes["class_id"].to_numpy()[np.argmax(vectors @ text.T, axis=1)]
 
 
 def retrieval_table(baseline_val: EmbeddingSet, baseline_test: EmbeddingSet,
@@ -58,6 +101,9 @@ def retrieval_table(baseline_val: EmbeddingSet, baseline_test: EmbeddingSet,
             ("finetuned", "test"): finetuned_test, ("finetuned", "unseen"): finetuned_unseen}
     for (source, split), emb in sets.items():
         metrics = retrieval_metrics(emb.vectors, emb.index["label"].to_numpy())
+        if "zero_shot_class_id" in emb.index:  # CLIP image-text runs only
+            metrics["zero_shot_accuracy"] = float(
+                (emb.index["zero_shot_class_id"] == emb.index["class_id"]).mean())
         rows.append({**finetuning_config["keys"], "source": source, "split": split,
                      "n_samples": len(emb.vectors), "n_classes": emb.index["label"].nunique(),
                      **metrics})

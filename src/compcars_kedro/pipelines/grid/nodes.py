@@ -56,7 +56,8 @@ def collect_results(results: dict[str, pd.DataFrame], *statuses: dict[str, Any]
 
 def clip_layers_table(status: pd.DataFrame, retrieval: pd.DataFrame,
                       clustering: pd.DataFrame, parameters: dict[str, Any]) -> pd.DataFrame:
-    """One row per (component, trainable layers): fine-tuned MAP@R and best-transfer ARI.
+    """One row per (component, trainable layers): fine-tuned MAP@R, best-transfer ARI and, for
+    image-text runs, zero-shot accuracy (the only one of the three the text tower can move).
 
     MAP@R is taken on ``parameters.split`` (default ``unseen``); ARI is the ``transfer``-selected
     clustering of the same split with ``parameters.reducer`` / ``parameters.clusterer``.
@@ -71,7 +72,8 @@ def clip_layers_table(status: pd.DataFrame, retrieval: pd.DataFrame,
                        & (clustering["reducer"] == parameters.get("reducer", "pca"))
                        & (clustering["clusterer"] == parameters.get("clusterer", "hdbscan"))]
     keys = ["variant", "component", "trainable_layers", "seed"]
-    table = r[keys + ["mean_average_precision_at_r", "precision_at_1"]].merge(
+    extra = [c for c in ("zero_shot_accuracy",) if c in r]  # the text tower's own score
+    table = r[keys + ["mean_average_precision_at_r", "precision_at_1", *extra]].merge(
         c[["variant", "ari", "ami"]], on="variant", how="left")
     table = table.sort_values(["component", "trainable_layers"]).reset_index(drop=True)
     for component, group in table.groupby("component"):
