@@ -137,13 +137,12 @@ def guard(func: Callable[..., Any], variant: str, n_outputs: int) -> Callable[..
 
 def variant_done(status_dir: Path) -> bool:
     """True when the newest version of a variant's status says ``ok``."""
-    if not status_dir.is_dir():
+    from compcars_kedro.datasets.tables import newest_version
+
+    newest = newest_version(status_dir)
+    if newest is None or not (newest / "data.json").exists():
         return False
-    for version in sorted((p for p in status_dir.iterdir() if p.is_dir()), reverse=True):
-        f = version / status_dir.name / "data.json"
-        if f.exists():
-            return json.loads(f.read_text()).get("status") == "ok"
-    return False
+    return json.loads((newest / "data.json").read_text()).get("status") == "ok"
 
 
 def _env_from_argv(argv: list[str]) -> str | None:

@@ -199,33 +199,22 @@ def check_weights_available(model: str, weights: str | None) -> None:
     from compcars_kedro.training.weights import (
         WeightsNotAvailableError,
         classify_weights,
-        torch_hub_checkpoint_dir,
+        torchvision_cache_file,
     )
 
     torchvision_names = {"resnet50": "resnet50", "resnet18": "resnet18", "vitb32": "vit_b_32"}
-    hint = (f"set models.{model}.weights to a local file or folder, put the weights in the "
-            "cache, or use null for random init")
     try:
         source = classify_weights(weights, torchvision_model=torchvision_names.get(model))
+        if source.kind == "torchvision":
+            torchvision_cache_file(torchvision_names[model], weights)
     except WeightsNotAvailableError as exc:
-        raise ValueError(f"models.{model}.weights: {exc}") from None
-    if source.kind == "torchvision":
-        from torchvision.models import get_model_weights, get_weight
-
-        enum_cls = get_model_weights(torchvision_names[model])
-        try:
-            entry = get_weight(weights) if "." in weights else enum_cls[weights]
-        except (KeyError, ValueError):
-            raise ValueError(f"models.{model}.weights={weights!r} is not a torchvision weights "
-                             f"name of {model} (valid: {[e.name for e in enum_cls]})") from None
-        cached = torch_hub_checkpoint_dir() / os.path.basename(entry.url)
-        if not cached.is_file():
-            raise ValueError(f"models.{model}.weights={weights!r} is not in the local cache "
-                             f"({cached}) and nothing is downloaded; {hint}")
-    elif source.kind == "hf":
+        # the library names the generic key; name the project's parameter instead
+        raise ValueError(str(exc).replace("model.weights", f"models.{model}.weights")) from None
+    if source.kind == "hf":
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(weights, "config.json"), str):
-            raise ValueError(f"models.{model}.weights={weights!r} is not in the Hugging Face "
-                             f"cache (HF_HOME={os.environ.get('HF_HOME')}) and nothing is "
-                             f"downloaded; {hint}")
+            raise ValueError(
+                f"models.{model}.weights={weights!r} is not in the Hugging Face cache "
+                f"(HF_HOME={os.environ.get('HF_HOME')}) and nothing is downloaded; set "
+                f"models.{model}.weights to a local file or folder, or null for random init")

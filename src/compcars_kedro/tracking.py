@@ -12,10 +12,11 @@ from typing import Any
 
 import pandas as pd
 
+from compcars_kedro.training.loop import RETRIEVAL_METRICS
+
 HISTORY_METRICS = ("train_loss", "val_loss", "precision_at_1", "r_precision",
                    "mean_average_precision_at_r", "accuracy", "lr_backbone", "lr_head",
                    "train_img_per_s")
-RETRIEVAL_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
 CLUSTER_METRICS = ("ari", "ami", "nmi", "purity", "noise_fraction", "n_clusters")
 
 

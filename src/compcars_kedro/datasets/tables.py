@@ -13,6 +13,15 @@ from kedro.io import AbstractDataset, DatasetError
 from compcars_kedro.datasets._folder import FAILED_FILE, VersionedFolderDataset
 
 
+def newest_version(folder: Path) -> Path | None:
+    """``<folder>/<newest timestamp>/<folder name>`` of a versioned dataset, or None."""
+    if not folder.is_dir():
+        return None
+    versions = sorted((p for p in folder.iterdir() if p.is_dir()
+                       and not p.name.endswith(".partial")), reverse=True)
+    return versions[0] / folder.name if versions else None
+
+
 class TableDataset(VersionedFolderDataset[pd.DataFrame, pd.DataFrame]):
     """A DataFrame as ``data.csv`` (or ``data.parquet`` with ``format: parquet``) in a folder."""
 
@@ -61,18 +70,10 @@ class GridResultsDataset(AbstractDataset[None, dict[str, pd.DataFrame]]):
         self._study = study
         self.metadata = metadata
 
-    @staticmethod
-    def _newest(folder: Path) -> Path | None:
-        if not folder.is_dir():
-            return None
-        versions = sorted((p for p in folder.iterdir() if p.is_dir() and "." in p.name
-                           and not p.name.endswith(".partial")), reverse=True)
-        return versions[0] / folder.name if versions else None
-
     def load(self) -> dict[str, pd.DataFrame]:
         statuses, tables = [], {t: [] for t in self.TABLES}
         for variant_dir in sorted(p for p in self._root.glob("*") if p.is_dir()):
-            status_dir = self._newest(variant_dir / "status")
+            status_dir = newest_version(variant_dir / "status")
             if status_dir is None or not (status_dir / "data.json").exists():
                 continue
             status = json.loads((status_dir / "data.json").read_text())
@@ -82,7 +83,7 @@ class GridResultsDataset(AbstractDataset[None, dict[str, pd.DataFrame]]):
             if status.get("status") != "ok":
                 continue
             for name in self.TABLES:
-                folder = self._newest(variant_dir / name)
+                folder = newest_version(variant_dir / name)
                 if folder is not None and (folder / "data.csv").exists() \
                         and not (folder / FAILED_FILE).exists():
                     tables[name].append(pd.read_csv(folder / "data.csv"))

@@ -66,8 +66,8 @@ def torch_hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def load_torchvision_state_dict(model_name: str, weights: str) -> dict[str, torch.Tensor]:
-    """State dict of a torchvision weights enum entry, from the local cache only."""
+def torchvision_cache_file(model_name: str, weights: str) -> Path:
+    """Cache file of a torchvision weights enum entry; raises when it is unknown or absent."""
     from torchvision.models import get_model_weights, get_weight
 
     enum_cls = get_model_weights(model_name)
@@ -89,13 +89,18 @@ def load_torchvision_state_dict(model_name: str, weights: str) -> dict[str, torc
     cache_file = torch_hub_checkpoint_dir() / os.path.basename(entry.url)
     if not cache_file.is_file():
         raise WeightsNotAvailableError(
-            f"model.weights={weights!r} ({enum_cls.__name__}.{entry.name}) is not in the local cache "
-            f"({cache_file}, TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')}) and there is no "
+            f"model.weights={weights!r} is not in the local cache ({enum_cls.__name__}."
+            f"{entry.name} -> {cache_file}, TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')}) "
+            "and there is no "
             "network; set model.weights to a local file path or null for random init"
         )
-    logger.info(
-        "Loading torchvision weights %s.%s from %s", enum_cls.__name__, entry.name, cache_file
-    )
+    return cache_file
+
+
+def load_torchvision_state_dict(model_name: str, weights: str) -> dict[str, torch.Tensor]:
+    """State dict of a torchvision weights enum entry, from the local cache only."""
+    cache_file = torchvision_cache_file(model_name, weights)
+    logger.info("Loading torchvision weights %s of %s from %s", weights, model_name, cache_file)
     return torch.load(cache_file, map_location="cpu", weights_only=True)
 
 
