@@ -95,6 +95,9 @@ class ClustererSpec:
     fit_grid: FitGrid
     needs_low_dim: bool
     uses_true_k: bool = False
+    #: parameters that are counts of points: in transfer mode they travel relative to the
+    #: expected class size (see :mod:`.sizes`), never as absolute counts.
+    size_params: tuple[str, ...] = ()
 
 
 def expand_grid(grid: Grid) -> list[Params]:
@@ -274,10 +277,14 @@ def _kmeans_grid(X: np.ndarray, points: list[Params], seed: int) -> list[GridFit
 
 
 CLUSTERERS: dict[str, ClustererSpec] = {
-    "dbscan": ClustererSpec("dbscan", _dbscan_grid, needs_low_dim=True),
-    "hdbscan": ClustererSpec("hdbscan", _hdbscan_grid, needs_low_dim=True),
-    "agglomerative": ClustererSpec("agglomerative", _agglomerative_grid, needs_low_dim=True),
-    "optics": ClustererSpec("optics", _optics_grid, needs_low_dim=True),
+    "dbscan": ClustererSpec("dbscan", _dbscan_grid, needs_low_dim=True,
+                            size_params=("min_samples",)),
+    "hdbscan": ClustererSpec("hdbscan", _hdbscan_grid, needs_low_dim=True,
+                             size_params=("min_cluster_size", "min_samples")),
+    "agglomerative": ClustererSpec("agglomerative", _agglomerative_grid, needs_low_dim=True,
+                                   size_params=("mean_cluster_size",)),
+    "optics": ClustererSpec("optics", _optics_grid, needs_low_dim=True,
+                            size_params=("min_samples", "min_cluster_size")),
     "kmeans": ClustererSpec("kmeans", _kmeans_grid, needs_low_dim=False, uses_true_k=True),
 }
 

@@ -75,9 +75,43 @@ def _pca(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
     return _pca_raw(_prep(X, params), int(params["n_components"]), seed)
 
 
+NUMBA_CACHED_PACKAGES = ("umap", "pynndescent")
+
+
+def enable_numba_cache(packages: tuple[str, ...] = NUMBA_CACHED_PACKAGES) -> int:
+    """Turn on numba's on-disk cache for every jitted function of ``packages`` lacking it.
+
+    pynndescent declares ``cache=True`` on its kernels, but umap 0.5 does not on most of
+    its own (``smooth_knn_dist``, ``compute_membership_strengths``, the layout optimiser, its
+    distances...): each new process recompiled them, which costs far more than a 20k-point
+    fit (see docs/clustering.md). This calls numba's ``Dispatcher.enable_caching()`` on each
+    module-level dispatcher that has no cache yet, before its first compilation, so the
+    machine code lands in ``NUMBA_CACHE_DIR`` (``.cache/numba``, set by
+    :mod:`compcars_kedro._environment`) and later processes load it. Returns how many
+    dispatchers were switched on; idempotent.
+    """
+    import sys
+
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    switched = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, Dispatcher) and isinstance(obj._cache, NullCache):
+                obj.enable_caching()
+                switched += 1
+    if switched:
+        logger.debug("numba on-disk cache enabled for %d functions of %s", switched, packages)
+    return switched
+
+
 def _umap(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
     import umap  # lazy: importing umap triggers numba start-up
 
+    enable_numba_cache()
     Xp = _prep(X, params)
     if params.get("pca_components"):
         Xp = _pca_raw(Xp, int(params["pca_components"]), seed)
