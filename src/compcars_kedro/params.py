@@ -27,6 +27,22 @@ class CropParams(StrictModel):
     chunksize: int = Field(16, ge=1)
 
 
+class DedupParams(StrictModel):
+    """Near-duplicate grouping before the split (see ``compcars_kedro.data.dedup``)."""
+
+    method: Literal["phash", "dhash", "average_hash", "whash"] = "phash"
+    hash_size: int = Field(16, ge=4, le=64, description="hash side; the hash has hash_size**2 bits")
+    max_distance: int = Field(20, ge=0, description="Hamming distance (bits) of one group")
+    num_workers: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _distance(self) -> DedupParams:
+        if self.max_distance >= self.hash_size ** 2 // 2:
+            raise ValueError(f"dedup.max_distance={self.max_distance} must be below half the "
+                             f"{self.hash_size ** 2} hash bits (dedup.hash_size={self.hash_size})")
+        return self
+
+
 class DataEngineeringParams(StrictModel):
     viewpoints: list[str] = ["front", "rear"]
     class_granularity: Literal["model", "model+year"] = "model"
@@ -41,6 +57,7 @@ class DataEngineeringParams(StrictModel):
     min_bbox_size: int = Field(8, ge=1)
     num_workers: int | None = Field(None, ge=0)
     crop: CropParams = CropParams()
+    dedup: DedupParams = DedupParams()
 
     @model_validator(mode="after")
     def _check(self) -> DataEngineeringParams:
