@@ -8,6 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from compcars_kedro.data.fingerprint import (
+    SOURCE_KEY,
+    fingerprints_of,
+    source_fingerprint,
+    stamp_split_tables,
+)
 from compcars_kedro.data.imaging import CropSpec, check_decodes, crop_many, parallel_map
 from compcars_kedro.data.raw import RawSource, parse_compcars, parse_manifest_csv
 from compcars_kedro.datasets.crops import CropsStore
@@ -116,6 +122,7 @@ def validate_images(
     valid["make"] = valid["make"].fillna("make_" + valid["make_id"].astype("string"))
     valid = valid.drop(columns=["exists", "has_label", "label_error", "input_reason",
                                 "input_detail"], errors="ignore").reset_index(drop=True)
+    valid[SOURCE_KEY] = source_fingerprint(valid)  # carried by every table derived from it
 
     counts = rejected["reason"].value_counts().to_dict()
     logger.info("validation: %d valid (%d boxes clipped), %d rejected %s", len(valid),
@@ -193,6 +200,7 @@ def split_dataset(
     image_splits = df.sort_values(["split", "class_id", "viewpoint", "image_id"]).reset_index(drop=True)
 
     pairs = _pair_views(image_splits, p.viewpoints, rng)
+    image_splits, pairs = stamp_split_tables(image_splits, pairs)
     excl = pd.concat(excluded)[["image_id", "path", "viewpoint", "class_id", "reason"]]
     summary = _split_summary(image_splits, pairs, excl, p)
     logger.info("splits: %s", summary["images_per_split"])
@@ -243,7 +251,7 @@ def crop_images(image_splits: pd.DataFrame, raw: RawSource,
             "make_id", "model_id", "year", "type", "x0", "y0", "x1", "y1"]
     index = image_splits[keep].reset_index(drop=True)
     meta = {"crop": p.crop.model_dump(), "n": len(index),
-            "per_split": index["split"].value_counts().to_dict()}
+            "per_split": index["split"].value_counts().to_dict(), **fingerprints_of(image_splits)}
     logger.info("cropped %d images to %dx%d (%s)", len(index), spec.size, spec.size,
                 spec.resize_mode)
     return CropsStore(images=images, index=index, meta=meta)
