@@ -14,7 +14,7 @@ from compcars_kedro.data.fingerprint import (
     source_fingerprint,
     stamp_split_tables,
 )
-from compcars_kedro.data.imaging import CropSpec, check_decodes, crop_many, parallel_map
+from compcars_kedro.data.imaging import CropPlan, CropSpec, check_decodes, parallel_map
 from compcars_kedro.data.raw import RawSource, parse_compcars, parse_manifest_csv
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.params import DataEngineeringParams, validate
@@ -240,18 +240,27 @@ def _split_summary(images: pd.DataFrame, pairs: pd.DataFrame, excluded: pd.DataF
 
 def crop_images(image_splits: pd.DataFrame, raw: RawSource,
                 parameters: dict[str, Any]) -> CropsStore:
-    """Crop every kept image's box (plus margin), resize, and store all as one uint8 array."""
+    """Crops store of every kept image's box (plus margin), resized to one uint8 array.
+
+    The node stays pure and cheap: it returns the index, the metadata and a lazy
+    :class:`~compcars_kedro.data.imaging.CropPlan` (paths, boxes, crop settings) as ``images``.
+    The crops themselves are computed when the ``crops`` dataset is saved:
+    :class:`~compcars_kedro.datasets.CropsStoreDataset` has the workers write each crop
+    straight into ``images.npy`` in the version's ``.partial`` folder (renamed into place on
+    success), so peak memory does not grow with the number of images and a killed run leaves
+    no half-written version. ``np.asarray(store.images)`` crops in memory instead (tests).
+    """
     p = validate(DataEngineeringParams, parameters, "data_engineering")
     spec = CropSpec(size=p.crop.size, margin=p.crop.margin, resize_mode=p.crop.resize_mode)
     paths = [str(raw.resolve(x)) for x in image_splits["path"]]
     boxes = image_splits[["x0", "y0", "x1", "y1"]].to_numpy(dtype=float)
-    images = crop_many(paths, boxes, spec, num_workers=p.crop.num_workers,
-                       chunksize=p.crop.chunksize)
+    images = CropPlan(tuple(paths), boxes, spec, num_workers=p.crop.num_workers,
+                      chunksize=p.crop.chunksize)
     keep = ["image_id", "path", "split", "class_id", "class_name", "viewpoint", "make", "model",
             "make_id", "model_id", "year", "type", "x0", "y0", "x1", "y1"]
     index = image_splits[keep].reset_index(drop=True)
     meta = {"crop": p.crop.model_dump(), "n": len(index),
             "per_split": index["split"].value_counts().to_dict(), **fingerprints_of(image_splits)}
-    logger.info("cropped %d images to %dx%d (%s)", len(index), spec.size, spec.size,
-                spec.resize_mode)
+    logger.info("crop plan: %d images to %dx%d (%s), %.2f GB, written when the crops store "
+                "is saved", len(index), spec.size, spec.size, spec.resize_mode, images.nbytes / 1e9)
     return CropsStore(images=images, index=index, meta=meta)
