@@ -53,6 +53,14 @@ def with_splits(crops: CropsStore, image_splits: pd.DataFrame | None) -> CropsSt
     """
     if image_splits is None:
         return crops
+    from compcars_kedro.data.fingerprint import RERUN_DATA, SOURCE_KEY, SPLIT_KEY, fingerprints_of
+
+    # same validated images (source fingerprint); the split fingerprint becomes the table's
+    ours, theirs = fingerprints_of(crops), fingerprints_of(image_splits)
+    if ours.get(SOURCE_KEY) and theirs.get(SOURCE_KEY) and ours[SOURCE_KEY] != theirs[SOURCE_KEY]:
+        raise ValueError(f"crops ({SOURCE_KEY}={ours[SOURCE_KEY]}) and the split table "
+                         f"({theirs[SOURCE_KEY]}) come from different validated image sets; "
+                         f"rebuild a consistent set with `{RERUN_DATA}`")
     split = image_splits.set_index("image_id")["split"]
     missing = split.index.difference(pd.Index(crops.index["image_id"]))
     if len(missing):
@@ -60,7 +68,11 @@ def with_splits(crops: CropsStore, image_splits: pd.DataFrame | None) -> CropsSt
                        f"(e.g. {missing[0]}); rerun data_engineering (kedro run --pipelines "
                        "data_engineering) so crops and splits come from the same kept images")
     index = crops.index.assign(split=crops.index["image_id"].map(split).fillna("").to_numpy())
-    return CropsStore(images=crops.images, index=index, meta=crops.meta)
+    meta = {k: v for k, v in crops.meta.items() if k not in ("data_fingerprints", SPLIT_KEY)}
+    meta.update({k: v for k, v in ours.items() if k != SPLIT_KEY})
+    if theirs.get(SPLIT_KEY):
+        meta[SPLIT_KEY] = theirs[SPLIT_KEY]
+    return CropsStore(images=crops.images, index=index, meta=meta)
 
 
 def label_map(classes: pd.Series) -> dict[str, int]:
