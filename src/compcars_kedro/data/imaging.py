@@ -3,6 +3,9 @@
 Cropping uses Pillow's reduced-size JPEG decoding (``Image.draft``): libjpeg decodes at 1/2, 1/4
 or 1/8 scale directly when the crop is downscaled anyway, which is where most of the speed-up
 over a naive ``open -> convert -> crop -> resize`` loop comes from.
+
+Boxes are in *displayed* pixels: the EXIF orientation (``ImageOps.exif_transpose``) is applied
+before cropping, as it is for the sizes recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
@@ -32,6 +35,25 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 RESIZE_MODES = ("center_crop", "pad")
+ORIENTATION_TAG = 0x0112
+_SWAPS_AXES = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """EXIF orientation (1 = as stored) read without decoding pixels."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1  # PNG getexif() would decode the whole image to look for a late eXIf chunk
+    try:
+        return int(img.getexif().get(ORIENTATION_TAG, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block means "as stored"
+        return 1
+
+
+def displayed_size(img: Image.Image) -> tuple[tuple[int, int], bool]:
+    """``((width, height) as displayed, exif_rotated)`` of an opened (not decoded) image."""
+    orientation = exif_orientation(img)
+    w, h = img.size
+    return ((h, w) if orientation in _SWAPS_AXES else (w, h)), 2 <= orientation <= 8
 
 
 def check_decodes(path: str) -> str | None:
@@ -82,18 +104,20 @@ def _target_region(box: tuple[float, ...], spec: CropSpec) -> tuple[tuple[float,
 
 
 def crop_image(path: str, bbox: Sequence[float], spec: CropSpec) -> np.ndarray:
-    """Crop ``bbox`` (0-based half-open) from ``path`` and return a uint8 ``size x size x 3`` array."""
+    """Crop ``bbox`` (0-based half-open, displayed pixels) from ``path``: uint8 ``size x size x 3``."""
     with Image.open(path) as img:
-        w, h = img.size
+        (w, h), rotated = displayed_size(img)
         region, out_size = _target_region(crop_box(bbox, w, h, spec.margin), spec)
         # Reduced-size decode: ask for the smallest full-image size that keeps the region at or
         # above its output resolution; draft picks a JPEG DCT scale >= that.
         scale = min(1.0, max(out_size[0] / max(region[2] - region[0], 1e-6),
                              out_size[1] / max(region[3] - region[1], 1e-6)))
         if scale < 1.0:
-            img.draft("RGB", (max(1, int(w * scale + 1)), max(1, int(h * scale + 1))))
-        fx, fy = img.size[0] / w, img.size[1] / h
-        rgb = img.convert("RGB") if img.mode != "RGB" else img
+            img.draft("RGB", (max(1, int(img.width * scale + 1)),
+                              max(1, int(img.height * scale + 1))))
+        shown = ImageOps.exif_transpose(img) if rotated else img  # displayed orientation
+        fx, fy = shown.size[0] / w, shown.size[1] / h
+        rgb = shown.convert("RGB") if shown.mode != "RGB" else shown
         box = (region[0] * fx, region[1] * fy, region[2] * fx, region[3] * fy)
         out = rgb.resize(out_size, Image.Resampling.BILINEAR, box=box, reducing_gap=2.0)
     arr = np.asarray(out, dtype=np.uint8)
@@ -356,7 +380,7 @@ class CropPlan:
 def naive_crop(path: str, bbox: Sequence[float], spec: CropSpec) -> np.ndarray:
     """Reference implementation (benchmarks/tests): full decode, convert, crop, resize, pad."""
     with Image.open(path) as img:
-        rgb = img.convert("RGB")
+        rgb = ImageOps.exif_transpose(img).convert("RGB")
         region, out_size = _target_region(crop_box(bbox, *rgb.size, spec.margin), spec)
         crop = rgb.crop(tuple(round(v) for v in region))
         out = np.asarray(crop.resize(out_size, Image.Resampling.BILINEAR), dtype=np.uint8)
