@@ -30,6 +30,9 @@ def test_default_run_writes_every_stage(tiny_run) -> None:
     assert (ckpt / "model.safetensors").exists() and (ckpt / "meta.json").exists()
     meta = json.loads((ckpt / "meta.json").read_text())["meta"]
     assert meta["model_config"]["views"] == ["front", "rear"]
+    # trained on one consistent data version, recorded for the embeddings check
+    crops_meta = json.loads((latest(project, "05_model_input/crops") / "meta.json").read_text())
+    assert meta["data_fingerprints"]["split_fingerprint"] == crops_meta["split_fingerprint"]
 
 
 def test_metrics_tables_cover_baseline_finetuned_seen_unseen(tiny_run) -> None:

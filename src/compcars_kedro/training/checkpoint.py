@@ -147,25 +147,38 @@ def _remove_stale_siblings(folder: Path) -> None:
             logger.info("removed %s left by a process that died", p)
 
 
-def save_checkpoint(ckpt: Checkpoint, folder: str | Path) -> Path:
-    """Write ``ckpt`` to ``folder``: a unique temporary sibling, then swapped in under a lock."""
+def _write_files(ckpt: Checkpoint, folder: Path) -> None:
+    tensors = {f"model.{k}": v.contiguous() for k, v in ckpt.model_state.items()}
+    tensors.update({f"loss.{k}": v.contiguous() for k, v in ckpt.loss_state.items()})
+    save_file(tensors, str(folder / MODEL_FILE))
+    meta: dict[str, Any] = {"meta": _jsonable(ckpt.meta)}
+    if ckpt.optimizer_state is not None:
+        opt_tensors, structure = flatten_optimizer_state(ckpt.optimizer_state)
+        save_file(opt_tensors, str(folder / OPTIMIZER_FILE))
+        meta["optimizer"] = structure
+    if ckpt.scheduler_state is not None:
+        meta["scheduler"] = _jsonable(ckpt.scheduler_state)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False))
+
+
+def save_checkpoint(ckpt: Checkpoint, folder: str | Path, *, atomic: bool = True) -> Path:
+    """Write ``ckpt`` to ``folder``: a unique temporary sibling, then swapped in under a lock.
+
+    ``atomic=False`` writes the files straight into ``folder`` (for callers that already write
+    into a private folder and rename it, like the versioned ``CheckpointDataset``; other files
+    there are kept).
+    """
     folder = Path(folder)
+    if not atomic:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_files(ckpt, folder)
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     tmp = folder.with_name(f"{folder.name}.tmp-{token}")
     tmp.mkdir()
     try:
-        tensors = {f"model.{k}": v.contiguous() for k, v in ckpt.model_state.items()}
-        tensors.update({f"loss.{k}": v.contiguous() for k, v in ckpt.loss_state.items()})
-        save_file(tensors, str(tmp / MODEL_FILE))
-        meta: dict[str, Any] = {"meta": _jsonable(ckpt.meta)}
-        if ckpt.optimizer_state is not None:
-            opt_tensors, structure = flatten_optimizer_state(ckpt.optimizer_state)
-            save_file(opt_tensors, str(tmp / OPTIMIZER_FILE))
-            meta["optimizer"] = structure
-        if ckpt.scheduler_state is not None:
-            meta["scheduler"] = _jsonable(ckpt.scheduler_state)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False))
+        _write_files(ckpt, tmp)
         with _flock(folder.with_name(f".{folder.name}.lock")):
             _remove_stale_siblings(folder)
             old = folder.with_name(f"{folder.name}.old-{token}")
