@@ -119,8 +119,13 @@ def matched_metrics(
             "finetuned": (finetuned_val, finetuned_test, finetuned_unseen)}
     rows: list[pd.DataFrame] = []
     for source, (val, test, unseen) in sets.items():
-        draws = matched_draws(test.index["label"].to_numpy(), unseen.index["label"].to_numpy(),
-                              n_draws=m.draws, seed=m.seed, min_class_size=m.min_class_size)
+        try:
+            draws = matched_draws(test.index["label"].to_numpy(),
+                                  unseen.index["label"].to_numpy(), n_draws=m.draws,
+                                  seed=m.seed, min_class_size=m.min_class_size)
+        except ValueError as exc:  # too few classes to match: say so, no rows
+            logger.warning("%s: no matched subsample (test vs unseen): %s", source, exc)
+            continue
         cache: dict[tuple, Any] = {}
         for d, (idx_test, idx_unseen) in enumerate(draws):
             for split, emb, idx in (("test", test, idx_test), ("unseen", unseen, idx_unseen)):
@@ -136,7 +141,8 @@ def matched_metrics(
             logger.info("%s: matched draw %d/%d (%d classes, %d samples per split)", source,
                         d + 1, m.draws, len(np.unique(test.index["label"].to_numpy()[idx_test])),
                         len(idx_test))
-    table = pd.concat(rows, ignore_index=True).assign(**finetuning_config["keys"])
+    table = (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=list(MATCHED_FRONT))).assign(**finetuning_config["keys"])
     front_cols = [*finetuning_config["keys"], *MATCHED_FRONT]
     for col in front_cols:
         if col not in table:
