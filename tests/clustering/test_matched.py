@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compcars_kedro.clustering.matched import matched_draws, summarize_matched
+from compcars_kedro.clustering.matched import matched_draws, matched_summary_long, summarize_matched
 
 
 def per_class(labels: np.ndarray, idx: np.ndarray) -> list[int]:
@@ -44,3 +44,17 @@ def test_summary_mean_and_spread_over_draws() -> None:
     assert s.loc["test", "ari_mean"] == pytest.approx(0.6)
     assert s.loc["unseen", "ari_std"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
     assert (s["n_draws"] == 2).all() and "seed" in s.columns
+
+
+def test_long_summary_for_the_report() -> None:
+    t = pd.DataFrame({"source": ["f"] * 4, "split": ["test", "test", "unseen", "unseen"],
+                      "models": ["seen", "seen", "unseen", "unseen"], "draw": [0, 1, 0, 1],
+                      "n_classes": [5] * 4, "n_samples": [20, 30, 20, 30],
+                      "kind": ["retrieval"] * 4, "selection_mode": [None] * 4,
+                      "reducer": [None] * 4, "clusterer": [None] * 4,
+                      "precision_at_1": [0.5, 0.7, 0.2, 0.4], "ari": [np.nan] * 4})
+    s = matched_summary_long(t)
+    assert set(s["metric"]) == {"precision_at_1"}  # missing metrics dropped
+    row = s.set_index("split").loc["test"]
+    assert row["mean"] == pytest.approx(0.6) and row["n_draws"] == 2
+    assert row["n_classes"] == 5 and row["per_class"] == pytest.approx(5.0)

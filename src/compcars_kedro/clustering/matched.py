@@ -90,3 +90,34 @@ def summarize_matched(
     agg.columns = [f"{m}_{s}" for m, s in agg.columns]
     agg["n_draws"] = grouped["draw"].nunique() if "draw" in table else grouped.size()
     return agg.reset_index()
+
+
+#: method columns of a matched_metrics row (empty for ``kind="retrieval"`` rows)
+METHOD_KEYS = ("kind", "selection_mode", "reducer", "clusterer")
+
+
+def matched_summary_long(
+    table: pd.DataFrame,
+    metrics: Sequence[str] = ("mean_average_precision_at_r", "precision_at_1", "ari", "ami",
+                              "noise_fraction"),
+    keys: Sequence[str] = (),
+) -> pd.DataFrame:
+    """One row per (run ``keys``, source, split, method, metric): mean, std, n_draws.
+
+    Also ``n_classes`` (the same in every draw) and ``per_class`` (mean samples per class).
+    Rows whose metric is missing (a retrieval metric on a clustering row) are dropped.
+    """
+    front = [*keys, "source", "split", "models", *METHOD_KEYS]
+    front = [c for c in front if c in table]
+    t = table.copy()
+    for c in METHOD_KEYS:
+        if c in t:
+            t[c] = t[c].fillna("")
+    present = [m for m in metrics if m in t]
+    long = t.melt(id_vars=[*front, "draw", "n_classes", "n_samples"], value_vars=present,
+                  var_name="metric").dropna(subset=["value"])
+    long["per_class"] = long["n_samples"] / long["n_classes"]
+    out = long.groupby([*front, "metric"], sort=False, dropna=False).agg(
+        mean=("value", "mean"), std=("value", "std"), n_draws=("draw", "nunique"),
+        n_classes=("n_classes", "first"), per_class=("per_class", "mean")).reset_index()
+    return out
