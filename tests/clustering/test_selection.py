@@ -184,3 +184,13 @@ def test_reduction_cache_reuses_identical_reductions(data, monkeypatch) -> None:
     b, _ = run_grid(data["X"], data["y"], ["pca"], ["kmeans"], "internal", **kw)
     assert reduced == ["pca"] and len(cache) == 1
     assert a["ari"].iloc[0] == b["ari"].iloc[0]
+
+
+def test_internal_score_with_shared_distances_is_the_same(data) -> None:
+    X, y = data["X"], data["y"]
+    labels = y.copy()
+    labels[::7] = -1
+    D = sel.sample_distances(X, sample_size=60, seed=1)
+    assert D.shape == (60, 60)
+    assert internal_score(X, labels, sample_size=60, seed=1, distances=D) == pytest.approx(
+        internal_score(X, labels, sample_size=60, seed=1), rel=1e-6)

@@ -47,7 +47,7 @@ from typing import Any, Literal
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import pairwise_distances, silhouette_score
 from tqdm.auto import tqdm
 
 from .clusterers import (
@@ -91,6 +91,13 @@ class ClusterResult:
     grid_scores: list[float] = field(default_factory=list)
 
 
+def _sample_rows(n: int, sample_size: int, seed: int) -> np.ndarray | None:
+    """The fixed subsample of the internal score (depends on n and seed only)."""
+    if n <= sample_size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=sample_size, replace=False))
+
+
 def internal_score(
     X: np.ndarray,
     labels: np.ndarray,
@@ -98,25 +105,39 @@ def internal_score(
     metric: str = "euclidean",
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     seed: int = 0,
+    distances: np.ndarray | None = None,
 ) -> float:
-    """Label-free selection score (module docstring); NaN for degenerate solutions."""
+    """Label-free selection score (module docstring); NaN for degenerate solutions.
+
+    ``distances``: the pairwise distances of the subsampled rows, computed once and shared
+    by every grid point (:func:`sample_distances`); the score is the same.
+    """
     labels = np.asarray(labels)
     noise = labels == NOISE_LABEL
     nf = float(noise.mean())
     if nf >= 1.0 or len(np.unique(labels[~noise])) < 2:
         return math.nan
-    n = len(labels)
-    if n > sample_size:  # same rows for every grid point: depends on n and seed only
-        idx = np.sort(np.random.default_rng(seed).choice(n, size=sample_size, replace=False))
-        Xs, ls = X[idx], labels[idx]
-    else:
-        Xs, ls = X, labels
+    idx = _sample_rows(len(labels), sample_size, seed)
+    ls = labels if idx is None else labels[idx]
     keep = ls != NOISE_LABEL
     n_lab = len(np.unique(ls[keep]))
     if n_lab < 2 or n_lab >= int(keep.sum()):
         return math.nan
-    s = float(silhouette_score(Xs[keep], ls[keep], metric=metric))
+    if distances is not None:
+        s = float(silhouette_score(distances[np.ix_(keep, keep)], ls[keep], metric="precomputed"))
+    else:
+        Xs = X if idx is None else X[idx]
+        s = float(silhouette_score(Xs[keep], ls[keep], metric=metric))
     return s * (1.0 - nf) if s >= 0 else s * (1.0 + nf)
+
+
+def sample_distances(
+    X: np.ndarray, *, metric: str = "euclidean", sample_size: int = DEFAULT_SAMPLE_SIZE,
+    seed: int = 0,
+) -> np.ndarray:
+    """Pairwise distances of the internal score's subsampled rows (shared by grid points)."""
+    idx = _sample_rows(len(X), sample_size, seed)
+    return pairwise_distances(X if idx is None else X[idx], metric=metric)
 
 
 def _argmax(scores: list[float]) -> int | None:
@@ -141,8 +162,11 @@ def _select_internal(
 ) -> tuple[GridFit, Params, float, list[float]]:
     """Internal mode: only ``X_eval`` (no labels) is visible here."""
     fits = fit_grid(X_eval, name, points, seed)
+    D = sample_distances(X_eval, metric=metric, sample_size=sample_size, seed=seed)
     scores = [
-        internal_score(X_eval, f.labels, metric=metric, sample_size=sample_size, seed=seed)
+        internal_score(
+            X_eval, f.labels, metric=metric, sample_size=sample_size, seed=seed, distances=D
+        )
         for f in fits
     ]
     i = _pick(points, scores, name)
