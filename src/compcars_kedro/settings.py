@@ -8,8 +8,10 @@ from kedro.config import OmegaConfigLoader
 
 from compcars_kedro._environment import configure_environment
 from compcars_kedro.hooks import MlflowArtifactsHook, ValidateParametersHook
+from compcars_kedro.logsetup import configure_console_logging
 
 configure_environment()
+configure_console_logging()  # plain console lines when not a terminal (conf/logging.yml)
 
 
 def _env(key: str, default: str | None = None) -> str | None:
