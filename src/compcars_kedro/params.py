@@ -16,7 +16,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: inf / nan (e.g. a fraction or size given as .inf) are invalid values
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CropParams(StrictModel):
@@ -40,6 +41,10 @@ class DataEngineeringParams(StrictModel):
                                               "that is clipped; more is rejected")
     min_bbox_size: int = Field(8, ge=1)
     num_workers: int | None = Field(None, ge=0)
+    max_pixels: int = Field(50_000_000, ge=1, description="larger images are rejected as "
+                            "too_large from their header, never decoded")
+    allow_absolute_paths: bool = Field(False, description="manifest CSV: accept absolute paths "
+                                       "outside the CSV's folder")
     crop: CropParams = CropParams()
 
     @model_validator(mode="after")

@@ -8,7 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compcars_kedro.data.imaging import CropSpec, check_decodes, crop_many, parallel_map
+from compcars_kedro.data.fingerprint import (
+    SOURCE_KEY,
+    fingerprints_of,
+    source_fingerprint,
+    stamp_split_tables,
+)
+from compcars_kedro.data.imaging import CropPlan, CropSpec, check_decodes, parallel_map
 from compcars_kedro.data.raw import RawSource, parse_compcars, parse_manifest_csv
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.params import DataEngineeringParams, validate
@@ -17,15 +23,18 @@ logger = logging.getLogger(__name__)
 
 REJECT_REASONS = (
     "missing_file", "missing_label", "label_error", "not_an_image", "decode_error",
-    "unknown_viewpoint", "degenerate_bbox", "bbox_outside_image",
+    "unknown_viewpoint", "degenerate_bbox", "bbox_outside_image", "duplicate_path",
+    "path_outside_root", "too_large", "decompression_bomb",
 )
 REJECTED_COLUMNS = ["image_id", "path", "reason", "detail"]
 SPLITS = ("train", "val", "test", "unseen")
 
 
-def parse_raw(raw: RawSource) -> pd.DataFrame:
+def parse_raw(raw: RawSource, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
     """Raw collection -> manifest: one row per file (and per listed-but-missing file)."""
-    manifest = parse_compcars(raw.root) if raw.kind == "compcars" else parse_manifest_csv(raw.root)
+    p = validate(DataEngineeringParams, parameters or {}, "data_engineering")
+    manifest = (parse_compcars(raw.root) if raw.kind == "compcars" else
+                parse_manifest_csv(raw.root, allow_absolute_paths=p.allow_absolute_paths))
     logger.info("parsed %d entries from %s (%s)", len(manifest), raw.root, raw.kind)
     return manifest
 
@@ -51,14 +60,18 @@ def validate_images(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every row; return (valid rows with clipped boxes, rejected rows with one reason each).
 
-    Checks in order: file exists, label present and parsable, file is an image, it decodes fully,
-    viewpoint known, box not degenerate, box inside the image (clipped when at most
-    ``bbox_tolerance`` of its area lies outside, rejected beyond).
+    Checks in order: problems found while parsing (``input_reason``: path outside the root,
+    duplicate path, decompression bomb...), file exists, label present and parsable, file is an
+    image, at most ``max_pixels`` (from the header, nothing decoded), it decodes fully, viewpoint
+    known, box not degenerate, box inside the image (clipped when at most ``bbox_tolerance`` of
+    its area lies outside, rejected beyond). Fewer than 2 valid classes is an error.
     """
     p = validate(DataEngineeringParams, parameters, "data_engineering")
     reasons: dict[int, tuple[str, str]] = {}
     for i, row in manifest.iterrows():
-        if not row["exists"]:
+        if pd.notna(row.get("input_reason")):
+            reasons[i] = (str(row["input_reason"]), str(row.get("input_detail") or ""))
+        elif not row["exists"]:
             reasons[i] = ("missing_file", "listed in train_test_split but not on disk")
         elif not row["has_label"]:
             reasons[i] = ("missing_label", "no label file")
@@ -66,6 +79,10 @@ def validate_images(
             reasons[i] = ("label_error", str(row["label_error"]))
         elif pd.isna(row["width"]):
             reasons[i] = ("not_an_image", "file header is not a readable image")
+        elif row["width"] * row["height"] > p.max_pixels:
+            reasons[i] = ("too_large", f"{row['width']:.0f}x{row['height']:.0f} = "
+                          f"{row['width'] * row['height'] / 1e6:.1f} MP > data_engineering."
+                          f"max_pixels={p.max_pixels / 1e6:g} MP (not decoded)")
 
     to_decode = [i for i in manifest.index if i not in reasons]
     errors = parallel_map(
@@ -74,7 +91,8 @@ def validate_images(
     )
     for i, err in zip(to_decode, errors, strict=True):
         if err is not None:
-            reasons[i] = ("decode_error", err)
+            bomb = err.startswith("DecompressionBomb")
+            reasons[i] = ("decompression_bomb" if bomb else "decode_error", err)
 
     clipped: dict[int, tuple] = {}
     for i in manifest.index:
@@ -102,11 +120,20 @@ def validate_images(
     valid["bbox_clipped"] = ~np.isclose(orig, boxes).all(axis=1)
     valid["model"] = valid["model"].fillna("model_" + valid["model_id"].astype("string"))
     valid["make"] = valid["make"].fillna("make_" + valid["make_id"].astype("string"))
-    valid = valid.drop(columns=["exists", "has_label", "label_error"]).reset_index(drop=True)
+    valid = valid.drop(columns=["exists", "has_label", "label_error", "input_reason",
+                                "input_detail"], errors="ignore").reset_index(drop=True)
+    valid[SOURCE_KEY] = source_fingerprint(valid)  # carried by every table derived from it
 
     counts = rejected["reason"].value_counts().to_dict()
     logger.info("validation: %d valid (%d boxes clipped), %d rejected %s", len(valid),
                 int(valid["bbox_clipped"].sum()), len(rejected), counts or "")
+    n_classes = valid["model_id"].nunique()
+    if n_classes < 2:
+        raise ValueError(
+            f"only {len(valid)} valid image(s) of {n_classes} class(es) in {raw.root} "
+            f"({len(manifest)} entries, rejected: {counts or 'none'}); retrieval and clustering "
+            "need at least 2 classes (labels) - check the labels of the manifest and "
+            "rejected_images")
     return valid, rejected
 
 
@@ -173,6 +200,7 @@ def split_dataset(
     image_splits = df.sort_values(["split", "class_id", "viewpoint", "image_id"]).reset_index(drop=True)
 
     pairs = _pair_views(image_splits, p.viewpoints, rng)
+    image_splits, pairs = stamp_split_tables(image_splits, pairs)
     excl = pd.concat(excluded)[["image_id", "path", "viewpoint", "class_id", "reason"]]
     summary = _split_summary(image_splits, pairs, excl, p)
     logger.info("splits: %s", summary["images_per_split"])
@@ -212,18 +240,27 @@ def _split_summary(images: pd.DataFrame, pairs: pd.DataFrame, excluded: pd.DataF
 
 def crop_images(image_splits: pd.DataFrame, raw: RawSource,
                 parameters: dict[str, Any]) -> CropsStore:
-    """Crop every kept image's box (plus margin), resize, and store all as one uint8 array."""
+    """Crops store of every kept image's box (plus margin), resized to one uint8 array.
+
+    The node stays pure and cheap: it returns the index, the metadata and a lazy
+    :class:`~compcars_kedro.data.imaging.CropPlan` (paths, boxes, crop settings) as ``images``.
+    The crops themselves are computed when the ``crops`` dataset is saved:
+    :class:`~compcars_kedro.datasets.CropsStoreDataset` has the workers write each crop
+    straight into ``images.npy`` in the version's ``.partial`` folder (renamed into place on
+    success), so peak memory does not grow with the number of images and a killed run leaves
+    no half-written version. ``np.asarray(store.images)`` crops in memory instead (tests).
+    """
     p = validate(DataEngineeringParams, parameters, "data_engineering")
     spec = CropSpec(size=p.crop.size, margin=p.crop.margin, resize_mode=p.crop.resize_mode)
     paths = [str(raw.resolve(x)) for x in image_splits["path"]]
     boxes = image_splits[["x0", "y0", "x1", "y1"]].to_numpy(dtype=float)
-    images = crop_many(paths, boxes, spec, num_workers=p.crop.num_workers,
-                       chunksize=p.crop.chunksize)
+    images = CropPlan(tuple(paths), boxes, spec, num_workers=p.crop.num_workers,
+                      chunksize=p.crop.chunksize)
     keep = ["image_id", "path", "split", "class_id", "class_name", "viewpoint", "make", "model",
             "make_id", "model_id", "year", "type", "x0", "y0", "x1", "y1"]
     index = image_splits[keep].reset_index(drop=True)
     meta = {"crop": p.crop.model_dump(), "n": len(index),
-            "per_split": index["split"].value_counts().to_dict()}
-    logger.info("cropped %d images to %dx%d (%s)", len(index), spec.size, spec.size,
-                spec.resize_mode)
+            "per_split": index["split"].value_counts().to_dict(), **fingerprints_of(image_splits)}
+    logger.info("crop plan: %d images to %dx%d (%s), %.2f GB, written when the crops store "
+                "is saved", len(index), spec.size, spec.size, spec.resize_mode, images.nbytes / 1e9)
     return CropsStore(images=images, index=index, meta=meta)

@@ -12,7 +12,7 @@ from compcars_kedro.pipelines.data_engineering.nodes import (
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
-        node(parse_raw, "compcars_raw", "manifest", name="parse_raw"),
+        node(parse_raw, ["compcars_raw", "params:data_engineering"], "manifest", name="parse_raw"),
         node(validate_images, ["manifest", "compcars_raw", "params:data_engineering"],
              ["validated_images", "rejected_images"], name="validate_images"),
         node(split_dataset, ["validated_images", "params:data_engineering"],

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from compcars_kedro.data.fingerprint import check_versions
 from compcars_kedro.data.views import build_view_data
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.datasets.embeddings import EmbeddingSet
@@ -33,12 +34,16 @@ def embed_splits(crops: CropsStore, multiview_samples: pd.DataFrame, checkpoint:
     The labels of seen splits use the checkpoint's training label map; unseen classes get
     labels after them (used only to score, never to choose anything).
     """
+    check_versions(crops=crops, multiview_samples=multiview_samples)
+    stage = checkpoint.meta.get("stage", "model")
+    check_versions(rerun="kedro run --pipelines finetuning (it trains on the current crops)",
+                   crops=crops, multiview_samples=multiview_samples,
+                   **{f"{stage}_checkpoint": checkpoint})
     device = current_device()
     model = model_from_checkpoint(checkpoint, device=device)
     views = list(checkpoint.meta["model_config"]["views"])
     class_ids = checkpoint.meta.get("class_ids") or []
     labels = {c: i for i, c in enumerate(class_ids)}
-    stage = checkpoint.meta.get("stage", "model")
     out = []
     for split in EXTRACT_SPLITS:
         data, table = build_view_data(crops, multiview_samples, views, split, labels)
