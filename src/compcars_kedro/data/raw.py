@@ -227,7 +227,7 @@ def parse_compcars(root: Path) -> pd.DataFrame:
     for split in ("train", "test"):
         f = split_dir / f"{split}.txt"
         if f.exists():
-            for line in f.read_text().splitlines():
+            for line in f.read_text(encoding="utf-8-sig", errors="replace").splitlines():
                 if line.strip():
                     official[line.strip()] = split
 

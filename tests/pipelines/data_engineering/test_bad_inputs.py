@@ -169,3 +169,18 @@ def test_data_engineering_pipeline_on_bad_inputs_runs_to_the_end(tmp_path: Path)
     excluded = catalog.load("excluded_images")
     assert len(splits) + len(excluded) == len(catalog.load("validated_images"))
     assert splits["image_id"].is_unique and len(crops.index) == len(splits)
+
+
+@pytest.mark.slow
+def test_kedro_run_data_engineering_on_bad_inputs_exits_0(tmp_path: Path) -> None:
+    from tests.conftest import kedro_cli, make_project_copy
+
+    csv, planted = make_bad_manifest(tmp_path / "raw")
+    project = make_project_copy(tmp_path / "project", csv)
+    params = ("data_engineering.min_images_per_class_per_view=2,data_engineering.crop.size=16,"
+              "data_engineering.unseen_fraction=0.34,data_engineering.num_workers=1")
+    result = kedro_cli(project, "run", "--pipelines", "data_engineering", "--params", params)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rejected = pd.read_csv(next((project / "data/02_intermediate/rejected_images.csv").glob("*/*")))
+    assert dict(zip(rejected["path"], rejected["reason"], strict=True)) == {
+        p: r for p, r in planted.items() if r is not None}
