@@ -39,6 +39,7 @@ from PIL import Image
 from compcars_kedro.data.imaging import CropSpec, crop_image, parallel_map, resolve_workers
 from compcars_kedro.data.raw import detect_source
 from compcars_kedro.datasets import CropsStoreDataset
+from compcars_kedro.pipelines.data_engineering import nodes as de_nodes
 from compcars_kedro.pipelines.data_engineering.nodes import (
     crop_images,
     parse_raw,
@@ -270,7 +271,12 @@ def main() -> None:
 
     manifest = stage("parse", lambda: parse_raw(raw))
     valid, _rejected = stage("validate", lambda: validate_images(manifest, raw, params))
-    image_splits = stage("split", lambda: split_dataset(valid, params))[0]
+    hash_images = getattr(de_nodes, "hash_images", None)  # near-duplicate hashes, if present
+    if hash_images is not None:
+        hashes = stage("hash", lambda: hash_images(valid, raw, params))
+        image_splits = stage("split", lambda: split_dataset(valid, params, hashes))[0]
+    else:
+        image_splits = stage("split", lambda: split_dataset(valid, params))[0]
     n = len(image_splits)
     store_gb = n * args.size * args.size * 3 / 1e9
 
@@ -302,7 +308,7 @@ def main() -> None:
         shutil.rmtree(work)
 
     by = dict(rows)
-    shared = sum(by[s].seconds for s in ("parse", "validate", "split"))
+    shared = sum(p.seconds for name, p in rows if not name.startswith("crop"))
     print(f"\n{args.images} images, {n} crops of {args.size} px: crops store {store_gb:.2f} GB; "
           f"load after: {os.getloadavg()}")
     print(f"{'stage':<15}{'time s':>9}{'s / 10k img':>13}{'parent RSS':>12}{'tree PSS':>11}"
@@ -312,7 +318,8 @@ def main() -> None:
               f"{p.peak_rss_kb / 1e6:10.2f}GB{p.peak_pss_kb / 1e6:9.2f}GB"
               f"{p.peak_rss_kb / 1e6 / store_gb:13.2f}")
     stream = by["crop (stream)"]
-    print(f"data stage (parse+validate+split+crop), streaming: {shared + stream.seconds:.1f} s, "
+    print(f"data stage ({'+'.join(name for name, _ in rows if not name.startswith('crop'))}+crop), "
+          f"streaming: {shared + stream.seconds:.1f} s, "
           f"peak parent RSS {_gb(max(p.peak_rss_kb for n_, p in rows if n_ != 'crop (today)'))}")
     if "crop (today)" in by:
         today = by["crop (today)"]

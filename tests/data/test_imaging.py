@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +80,49 @@ def test_pool_workers_are_armed_to_die_with_their_parent() -> None:
     """Validation and crop pools (both ``parallel_map``) set PR_SET_PDEATHSIG in every worker."""
     got = parallel_map(_pdeathsig, range(8), total=8, num_workers=2, chunksize=1)
     assert got == [int(signal.SIGKILL)] * 8
+
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (Linux ``/proc``)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@linux_only
+def test_watchdog_ends_a_worker_whose_parent_died_without_prctl(tmp_path: Path) -> None:
+    """The fallback for platforms without PR_SET_PDEATHSIG: a re-parented worker exits."""
+    pid_file = tmp_path / "worker.pid"
+    script = f"""
+import os, time
+from compcars_kedro.data import imaging
+imaging.WATCHDOG_INTERVAL = 0.1
+parent = os.getpid()
+if os.fork() == 0:
+    import threading
+    threading.Thread(target=imaging._watch_parent, args=(parent,), daemon=True).start()
+    open({str(pid_file) + ".tmp"!r}, "w").write(str(os.getpid()))
+    os.rename({str(pid_file) + ".tmp"!r}, {str(pid_file)!r})
+    time.sleep(60)
+    os._exit(0)
+time.sleep(60)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.time() + 30
+    while not pid_file.exists():
+        assert time.time() < deadline and proc.poll() is None, "worker did not start"
+        time.sleep(0.05)
+    worker = int(pid_file.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.time() + 10
+    while time.time() < deadline and process_running(worker):
+        time.sleep(0.05)
+    alive = process_running(worker)
+    if alive:
+        os.kill(worker, signal.SIGKILL)
+    assert not alive, "the watchdog did not end the orphaned worker"

@@ -19,7 +19,7 @@ from kedro.io.core import Version
 from compcars_kedro.data.imaging import CropPlan, CropSpec
 from compcars_kedro.datasets import CropsStore, CropsStoreDataset, EmbeddingsDataset, EmbeddingSet
 from compcars_kedro.datasets._folder import OWNER_FILE, UNOWNED_STALE_S, remove_stale_partials
-from tests.data.test_imaging import make_images
+from tests.data.test_imaging import make_images, process_running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,14 +122,6 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and prctl")
 def test_sigkilled_crop_stage_leaves_no_worker_and_next_save_cleans_up(tmp_path: Path) -> None:
     paths, boxes = make_images(tmp_path / "img", 8)
@@ -163,9 +155,9 @@ def test_sigkilled_crop_stage_leaves_no_worker_and_next_save_cleans_up(tmp_path:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     deadline = time.time() + 10
-    while time.time() < deadline and any(_running(w) for w in workers):
+    while time.time() < deadline and any(process_running(w) for w in workers):
         time.sleep(0.05)
-    assert not [w for w in workers if _running(w)], "pool workers outlived the killed parent"
+    assert not [w for w in workers if process_running(w)], "pool workers outlived the killed parent"
     (stale,) = list((tmp_path / "crops").glob("*/crops.partial"))
 
     ds = CropsStoreDataset(path=str(tmp_path / "crops"), version=Version(None, None))

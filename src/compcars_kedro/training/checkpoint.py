@@ -111,16 +111,6 @@ def unflatten_optimizer_state(
     return {"state": state, "param_groups": groups}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def _flock(path: Path, *, blocking: bool = True) -> Iterator[int]:
     """Exclusive ``flock`` on ``path`` (released when the block ends or the process dies)."""
@@ -139,33 +129,48 @@ def _flock(path: Path, *, blocking: bool = True) -> Iterator[int]:
 
 def _remove_stale_siblings(folder: Path) -> None:
     """Remove ``<name>.tmp-<pid>-*`` / ``<name>.old-<pid>-*`` left by processes that died."""
+    from compcars_kedro.datasets._folder import _owner_alive  # lazy: datasets import this module
+
     for p in folder.parent.glob(f"{folder.name}.*-*-*"):
         kind, _, rest = p.name[len(folder.name) + 1:].partition("-")
         pid = rest.split("-", 1)[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+        if kind in ("tmp", "old") and pid.isdigit() and not _owner_alive({"pid": pid}):
             shutil.rmtree(p, ignore_errors=True)
             logger.info("removed %s left by a process that died", p)
 
 
-def save_checkpoint(ckpt: Checkpoint, folder: str | Path) -> Path:
-    """Write ``ckpt`` to ``folder``: a unique temporary sibling, then swapped in under a lock."""
+def _write_files(ckpt: Checkpoint, folder: Path) -> None:
+    tensors = {f"model.{k}": v.contiguous() for k, v in ckpt.model_state.items()}
+    tensors.update({f"loss.{k}": v.contiguous() for k, v in ckpt.loss_state.items()})
+    save_file(tensors, str(folder / MODEL_FILE))
+    meta: dict[str, Any] = {"meta": _jsonable(ckpt.meta)}
+    if ckpt.optimizer_state is not None:
+        opt_tensors, structure = flatten_optimizer_state(ckpt.optimizer_state)
+        save_file(opt_tensors, str(folder / OPTIMIZER_FILE))
+        meta["optimizer"] = structure
+    if ckpt.scheduler_state is not None:
+        meta["scheduler"] = _jsonable(ckpt.scheduler_state)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False))
+
+
+def save_checkpoint(ckpt: Checkpoint, folder: str | Path, *, atomic: bool = True) -> Path:
+    """Write ``ckpt`` to ``folder``: a unique temporary sibling, then swapped in under a lock.
+
+    ``atomic=False`` writes the files straight into ``folder`` (for callers that already write
+    into a private folder and rename it, like the versioned ``CheckpointDataset``; other files
+    there are kept).
+    """
     folder = Path(folder)
+    if not atomic:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_files(ckpt, folder)
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     tmp = folder.with_name(f"{folder.name}.tmp-{token}")
     tmp.mkdir()
     try:
-        tensors = {f"model.{k}": v.contiguous() for k, v in ckpt.model_state.items()}
-        tensors.update({f"loss.{k}": v.contiguous() for k, v in ckpt.loss_state.items()})
-        save_file(tensors, str(tmp / MODEL_FILE))
-        meta: dict[str, Any] = {"meta": _jsonable(ckpt.meta)}
-        if ckpt.optimizer_state is not None:
-            opt_tensors, structure = flatten_optimizer_state(ckpt.optimizer_state)
-            save_file(opt_tensors, str(tmp / OPTIMIZER_FILE))
-            meta["optimizer"] = structure
-        if ckpt.scheduler_state is not None:
-            meta["scheduler"] = _jsonable(ckpt.scheduler_state)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False))
+        _write_files(ckpt, tmp)
         with _flock(folder.with_name(f".{folder.name}.lock")):
             _remove_stale_siblings(folder)
             old = folder.with_name(f"{folder.name}.old-{token}")
