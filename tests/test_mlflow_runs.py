@@ -28,6 +28,7 @@ def test_names_and_tags_tell_variants_apart() -> None:
     keys = {"model": "resnet50", "loss": "arcface", "views": "front+rear", "seed": 0}
     assert run_name("finetuning", keys) == "finetuning resnet50-arcface-front+rear s0"
     assert run_name("data_engineering", None) == "data_engineering"
+    assert run_name("grid", {**keys, "split_seed": 7}) == "grid resnet50-arcface-front+rear s0 ss7"
     clip = {**keys, "model": "clip", "loss": "clip", "component": "text", "trainable_layers": 6}
     assert run_name("clip_layers", clip).endswith("s0 component=text trainable_layers=6")
     tags = run_tags("finetuning", keys, "compcars")

@@ -44,6 +44,13 @@ def test_split_puts_shared_nodes_around_the_variants() -> None:
     assert [n.name for n in variants["a"].nodes] == ["a.times"]
     assert [n.name for n in after.nodes] == ["collect"]
     assert split_pipeline(Pipeline([node(_add, "x", "y")]))[1] == {}
+    # a namespace that variants read from (the grid's split_ss<seed> tables) is shared
+    feeder = pipeline(Pipeline([node(_add, "x", "y", name="split")]), namespace="split_ss1",
+                      inputs={"x"})
+    chain = pipeline(Pipeline([node(_add, "y", "out", name="times")]), namespace="v",
+                     inputs={"y": "split_ss1.y"})
+    before, variants, after = split_pipeline(feeder + chain)
+    assert [n.name for n in before.nodes] == ["split_ss1.split"] and list(variants) == ["v"]
 
 
 def test_runner_params_are_checked() -> None:
@@ -66,6 +73,7 @@ def _grid_catalog(root: Path, crops, pairs) -> DataCatalog:
         catalog[f"params:{key}"] = MemoryDataset(value)
     catalog["crops"] = MemoryDataset(crops, copy_mode="assign")
     catalog["multiview_samples"] = MemoryDataset(pairs)
+    catalog["image_splits"] = MemoryDataset(crops.index[["image_id", "split"]])
     return catalog
 
 
@@ -163,8 +171,8 @@ def test_kedro_run_grid_on_ray_nests_one_mlflow_run_per_variant(tmp_path: Path,
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     by_name = {r.info.run_name: r for r in runs}
     parent = by_name.pop("grid (2 variants)")
-    assert sorted(by_name) == ["data_engineering", "grid resnet18-ce-front+rear s0",
-                               "grid resnet18-multisimilarity-front+rear s0"]
+    assert sorted(by_name) == ["data_engineering", "grid resnet18-ce-front+rear s0 ss42",
+                               "grid resnet18-multisimilarity-front+rear s0 ss42"]
     for name, run in by_name.items():
         assert run.info.status == "FINISHED", name
         if name.startswith("grid "):

@@ -41,9 +41,11 @@ def pipeline_label(pipeline_names: list[str] | None) -> str:
 
 
 def variant_label(keys: dict[str, Any]) -> str:
-    """``resnet50-arcface-front+rear s0`` (plus any extra selector, e.g. CLIP layers)."""
+    """``resnet50-arcface-front+rear s0`` (plus the split seed of a grid variant, ``ss42``, and
+    any extra selector, e.g. CLIP layers)."""
     label = f"{keys['model']}-{keys['loss']}-{keys['views']} s{keys['seed']}"
-    extra = [f"{k}={keys[k]}" for k in ("component", "trainable_layers") if k in keys]
+    extra = [f"ss{keys['split_seed']}"] if keys.get("split_seed") is not None else []
+    extra += [f"{k}={keys[k]}" for k in ("component", "trainable_layers") if k in keys]
     return " ".join([label, *extra])
 
 

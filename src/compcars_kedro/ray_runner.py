@@ -97,16 +97,26 @@ def ray_temp_dir() -> str:
 
 
 def split_pipeline(pipeline: Pipeline) -> tuple[Pipeline, dict[str, Pipeline], Pipeline]:
-    """(shared nodes before, {variant: its chain}, shared nodes after)."""
-    variants: dict[str, list[Node]] = {}
+    """(shared nodes before, {variant: its chain}, shared nodes after).
+
+    A variant is a top-level namespace that no other namespace reads from; a namespace others
+    read from (e.g. the grid's ``split_ss<seed>`` split tables) is shared, like un-namespaced
+    nodes.
+    """
+    groups: dict[str, list[Node]] = {}
     shared: list[Node] = []
     for n in pipeline.nodes:
         if n.namespace:
-            variants.setdefault(n.namespace.split(".")[0], []).append(n)
+            groups.setdefault(n.namespace.split(".")[0], []).append(n)
         else:
             shared.append(n)
-    variant_nodes = {n for nodes in variants.values() for n in nodes}
     deps = pipeline.node_dependencies
+    group_of = {n: g for g, nodes in groups.items() for n in nodes}
+    feeders = {group_of[p] for n, parents in deps.items() for p in parents
+               if p in group_of and n in group_of and group_of[n] != group_of[p]}
+    variants = {g: nodes for g, nodes in groups.items() if g not in feeders}
+    shared = [n for n in pipeline.nodes if n not in group_of or group_of[n] in feeders]
+    variant_nodes = {n for nodes in variants.values() for n in nodes}
     after: set[Node] = set()
     for n in pipeline.nodes:  # topological order: parents are classified first
         if n in variant_nodes:
