@@ -143,6 +143,7 @@ grid:
   losses: [ce, multisimilarity]
   views: [front+rear]
   seeds: [0]
+  split_seeds: [42]
 """
 
 

@@ -174,7 +174,10 @@ def _configure_worker_logging(log_dir: str, name: str) -> None:
         if getattr(h, "_compcars_ray", False):
             root.removeHandler(h)
             h.close()
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    # a worker started in the project folder may already log to the console (conf/logging.yml)
+    has_console = any(type(h) is logging.StreamHandler or type(h).__name__ == "RichHandler"
+                      for h in root.handlers if not getattr(h, "_compcars_ray", False))
+    handlers: list[logging.Handler] = [] if has_console else [logging.StreamHandler()]
     try:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(Path(log_dir) / f"ray-{name}.log", encoding="utf-8"))
