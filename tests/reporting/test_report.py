@@ -136,11 +136,26 @@ def test_claims_missing_runs_get_one_line_each(page: str) -> None:
 
 def test_matched_section_shows_the_table_or_one_line() -> None:
     assert "no matched-subsample table" in matched_section(None)
-    table = pd.DataFrame({"source": ["finetuned"] * 2, "split": ["test", "unseen"],
-                          "metric": ["ari", "ari"], "mean": [0.61, 0.32], "std": [0.02, 0.05],
-                          "n_draws": [5, 5], "n_classes": [3, 3], "per_class": [4, 4]})
-    html = matched_section(table)
+    summarised = pd.DataFrame({"source": ["finetuned"] * 2, "split": ["test", "unseen"],
+                               "metric": ["ari", "ari"], "mean": [0.61, 0.32],
+                               "std": [0.02, 0.05], "n_draws": [5, 5], "n_classes": [3, 3],
+                               "per_class": [4, 4]})
+    html = matched_section(summarised)
     assert "0.61 ± 0.02" in html and "seen models (test split)" in html and "draws" in html
+    # the clustering pipeline's per-draw table: only the headline method's rows count
+    method = {"selection_mode": "transfer", "reducer": "pca", "clusterer": "hdbscan"}
+    rows = []
+    for split, models, value in (("test", "seen", 0.6), ("unseen", "unseen", 0.3)):
+        for d in range(3):
+            for clusterer, ari in (("hdbscan", value + 0.01 * d), ("kmeans", 0.99)):
+                rows.append({"source": "finetuned", "split": split, "models": models,
+                             "draw": d, "n_classes": 3, "n_samples": 12, "kind": "clustering",
+                             **method, "clusterer": clusterer, "ari": ari})
+    per_draw = pd.DataFrame(rows)
+    html = matched_section(per_draw, headline=method)
+    # hdbscan only: 0.60, 0.61, 0.62 -> 0.61 ± 0.01; 3 draws, 3 classes, 4 per class
+    assert "0.61 ± 0.01" in html and "0.31 ± 0.01" in html and "0.99" not in html
+    assert "<td>3</td>" in html and "<td>4</td>" in html  # draws / classes / per class
 
 
 def test_data_section_names_the_raw_data_kind_and_counts(tmp_path) -> None:
