@@ -28,6 +28,22 @@ class CropParams(StrictModel):
     chunksize: int = Field(16, ge=1)
 
 
+class DedupParams(StrictModel):
+    """Near-duplicate grouping before the split (see ``compcars_kedro.data.dedup``)."""
+
+    method: Literal["phash", "dhash", "average_hash", "whash"] = "phash"
+    hash_size: int = Field(16, ge=4, le=64, description="hash side; the hash has hash_size**2 bits")
+    max_distance: int = Field(20, ge=0, description="Hamming distance (bits) of one group")
+    num_workers: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _distance(self) -> DedupParams:
+        if self.max_distance >= self.hash_size ** 2 // 2:
+            raise ValueError(f"dedup.max_distance={self.max_distance} must be below half the "
+                             f"{self.hash_size ** 2} hash bits (dedup.hash_size={self.hash_size})")
+        return self
+
+
 class DataEngineeringParams(StrictModel):
     viewpoints: list[str] = ["front", "rear"]
     class_granularity: Literal["model", "model+year"] = "model"
@@ -46,6 +62,7 @@ class DataEngineeringParams(StrictModel):
     allow_absolute_paths: bool = Field(False, description="manifest CSV: accept absolute paths "
                                        "outside the CSV's folder")
     crop: CropParams = CropParams()
+    dedup: DedupParams = DedupParams()
 
     @model_validator(mode="after")
     def _check(self) -> DataEngineeringParams:

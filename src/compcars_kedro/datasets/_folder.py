@@ -182,7 +182,7 @@ class VersionedFolderDataset(AbstractVersionedDataset[_DI, _DO], Generic[_DI, _D
         except BaseException:
             _drop_partial(tmp, root)  # a failed save leaves nothing behind
             raise
-        (tmp / OWNER_FILE).unlink()
+        (tmp / OWNER_FILE).unlink(missing_ok=True)  # a writer may have swapped the folder
         if target.exists():  # unversioned overwrite
             shutil.rmtree(target)
         tmp.rename(target)

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from compcars_kedro.data.fingerprint import check_versions
-from compcars_kedro.data.views import build_view_data
+from compcars_kedro.data.views import build_view_data, with_splits
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.datasets.embeddings import EmbeddingSet
 from compcars_kedro.device import current_device
@@ -28,12 +28,15 @@ EXTRACT_SPLITS = ("val", "test", "unseen")
 
 
 def embed_splits(crops: CropsStore, multiview_samples: pd.DataFrame, checkpoint: Checkpoint,
-                 parameters: dict[str, Any]) -> tuple[EmbeddingSet, EmbeddingSet, EmbeddingSet]:
+                 parameters: dict[str, Any], image_splits: pd.DataFrame | None = None,
+                 ) -> tuple[EmbeddingSet, EmbeddingSet, EmbeddingSet]:
     """Embeddings of val, test and unseen with the checkpoint's own views and fusion.
 
     The labels of seen splits use the checkpoint's training label map; unseen classes get
-    labels after them (used only to score, never to choose anything).
+    labels after them (used only to score, never to choose anything). ``image_splits`` (when
+    given) decides each image's split (see ``with_splits``).
     """
+    crops = with_splits(crops, image_splits)
     check_versions(crops=crops, multiview_samples=multiview_samples)
     stage = checkpoint.meta.get("stage", "model")
     check_versions(rerun="kedro run --pipelines finetuning (it trains on the current crops)",

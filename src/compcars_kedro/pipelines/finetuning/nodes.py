@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from compcars_kedro.data.fingerprint import check_versions
-from compcars_kedro.data.views import build_view_data, label_map
+from compcars_kedro.data.views import build_view_data, label_map, with_splits
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.device import current_device
 from compcars_kedro.params import FinetuningParams, validate
@@ -38,13 +38,16 @@ def _configs(config: dict[str, Any]) -> tuple[ModelConfig, LossConfig, TrainingC
             TrainingConfig.model_validate(config["training"]))
 
 
-def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[str, Any]
+def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[str, Any],
+             image_splits: pd.DataFrame | None = None,
              ) -> tuple[Checkpoint, Checkpoint, Checkpoint, pd.DataFrame, dict[str, Any]]:
     """Train on ``train``, validate on ``val`` each epoch; return baseline, best, last checkpoints.
 
     The baseline checkpoint is the same backbone before any training step (pretrained weights,
     or the seeded random init), so the embeddings pipeline compares like with like.
+    ``image_splits`` (when given) decides each image's split (see ``with_splits``).
     """
+    crops = with_splits(crops, image_splits)
     model_cfg, loss_cfg, train_cfg = _configs(config)
     fingerprints = check_versions(crops=crops, multiview_samples=multiview_samples)
     views = model_cfg.views
