@@ -266,3 +266,19 @@ def test_project_2d_falls_back_to_pca_on_few_points() -> None:
     assert xy.shape == (6, 2) and used == "pca"
     xy, used = analysis.project_2d(x[:2], "tsne")
     assert xy.shape == (2, 2) and used == "raw"
+
+
+def test_replicates_cross_training_and_split_seeds() -> None:
+    def crossed(table: pd.DataFrame) -> pd.DataFrame:
+        parts = [table.assign(split_seed=s, variant=table["variant"] + f"_ss{s}")
+                 for s in (42, 43)]
+        return pd.concat(parts, ignore_index=True)
+
+    tables, _ = builders.build_tables(crossed(training_history()), crossed(retrieval_metrics()),
+                                      crossed(clustering_metrics()), FAST_PARAMS)
+    assert set(tables["comparison"]["n_seeds"]) == {4}  # 2 training seeds x 2 split seeds
+    assert "s1/split43" in set(tables["metrics_long"]["replicate"])
+    page = render_report(tables, {}, SPLIT_SUMMARY, finetuning_config(), {}, FAST_PARAMS)
+    answer = _section(page, "answer")
+    assert "n = 4 replicate(s)" in answer
+    assert "training seed varied over 0, 1; class-split seed varied over 42, 43" in answer

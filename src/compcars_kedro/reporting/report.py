@@ -186,10 +186,9 @@ def _replicates(metrics_long: pd.DataFrame | None, run_summary: pd.DataFrame,
     split_seed = ((split_summary or {}).get("params") or {}).get("seed")
     seeds = sorted(set(run_summary["seed"])) if not run_summary.empty else []
     split_seeds: list[Any] = []
-    if metrics_long is not None and "split_seed" in metrics_long:
-        split_seeds = sorted(set(metrics_long["split_seed"].dropna()))
-    elif "split_seed" in run_summary:
-        split_seeds = sorted(set(run_summary["split_seed"].dropna()))
+    if metrics_long is not None and "replicate" in metrics_long:  # "s0/split42" names
+        split_seeds = sorted({int(r.split("/split")[1]) for r in metrics_long["replicate"]
+                              if isinstance(r, str) and "/split" in r})
     seed_text = (f"training seed varied over {', '.join(map(str, seeds))}" if len(seeds) > 1
                  else f"training seed fixed at {seeds[0]}" if seeds else "no run")
     if len(split_seeds) > 1:
@@ -323,6 +322,14 @@ def _data_section(data_info: Mapping[str, Any] | None, split_summary: Mapping[st
                       f"{sample.get('makes', '–')} makes, {sample.get('models', '–')} models"))
     weights = info.get("weights") or {}
     pairs.append(("weights", "; ".join(f"{k}: {v}" for k, v in weights.items()) or "unknown"))
+    summary = dict(split_summary or {})
+    if summary.get("pairing"):
+        pairs.append(("view pairing", summary["pairing"]))
+    dups = summary.get("near_duplicate_groups") or {}
+    if dups:
+        pairs.append(("near-duplicate groups", f"{dups.get('groups', 0)} groups of "
+                      f"{dups.get('images_in_groups', 0)} images ({dups.get('method', '?')}, "
+                      "each group kept in one split)"))
     parts = [H.key_values(pairs)]
     split = _split_table(split_summary)
     if not split.empty:
@@ -339,13 +346,17 @@ def _split_table(split_summary: Mapping[str, Any] | None) -> pd.DataFrame:
     role = {"train": "training", "val": "early stopping + choices (seen models)",
             "test": "reported: seen models", "unseen": "reported: unseen (held-out) models"}
     splits = list(dict.fromkeys([*images, *classes, *pairs]))
+    unpaired = split_summary.get("unpaired_per_split") or {}
     rows = []
     for s in splits:
-        pair = pairs.get(s)
-        if isinstance(pair, Mapping):  # newer summaries: {"pairs": .., "unpaired": ..}
-            pair = ", ".join(f"{k} {v}" for k, v in pair.items())
-        rows.append({"split": s, "images": images.get(s), "car models": classes.get(s),
-                     "samples (view pairs)": pair, "role": role.get(s, "")})
+        row = {"split": s, "images": images.get(s), "car models": classes.get(s),
+               "samples (view pairs)": pairs.get(s)}
+        if unpaired:
+            left = unpaired.get(s) or {}
+            row["unpaired images"] = (", ".join(f"{v} {n}" for v, n in left.items())
+                                      if isinstance(left, Mapping) else left)
+        row["role"] = role.get(s, "")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
