@@ -1,8 +1,10 @@
 """CLIP partial fine-tuning: metric vs number of trainable layers, per component (vision, text).
 
 Input: one row per run with ``component`` (``vision`` | ``text``), ``trainable_layers`` and the
-metrics ``mean_average_precision_at_r`` and ``ari`` (plus run keys such as ``seed``; an optional
-``models`` column, seen / unseen, splits the analysis).
+metrics ``mean_average_precision_at_r``, ``ari`` and, for image-text runs, ``zero_shot_accuracy``
+(the only one of the three the text tower can move) (plus run keys such as ``seed``; an optional
+``models`` column, seen / unseen, splits the analysis). ``trainable_layers = 0`` is the control:
+only the tower's final norm and projection train.
 
 * Pearson r is computed over the runs themselves (every seed a point), between
   ``trainable_layers`` and each metric; NaN when either is constant or fewer than 2 runs.
@@ -22,8 +24,9 @@ from matplotlib.figure import Figure
 from compcars_kedro.reporting.figures import clip_layers_figure, placeholder_figure
 from compcars_kedro.reporting.tables import aggregate
 
-CLIP_METRICS: tuple[str, ...] = ("mean_average_precision_at_r", "ari")
-SHORT = {"mean_average_precision_at_r": "map_at_r", "ari": "ari"}
+CLIP_METRICS: tuple[str, ...] = ("mean_average_precision_at_r", "ari", "zero_shot_accuracy")
+SHORT = {"mean_average_precision_at_r": "map_at_r", "ari": "ari",
+         "zero_shot_accuracy": "zero_shot"}
 SUMMARY_COLUMNS = ["component", "n_runs", "layer_counts",
                    *[f"{c}_{SHORT[m]}" for m in CLIP_METRICS
                      for c in ("pearson_r", "best_layers", "best")]]
@@ -83,7 +86,7 @@ def clip_layers_summary(table: pd.DataFrame | None, confidence: float = 0.95
                "layer_counts": ",".join(str(int(v)) for v in sorted(g["trainable_layers"].unique()))}
         for metric in CLIP_METRICS:
             short = SHORT[metric]
-            if metric not in g:
+            if metric not in g or g[metric].isna().all():
                 row.update({f"pearson_r_{short}": math.nan, f"best_layers_{short}": math.nan,
                             f"best_{short}": math.nan})
                 continue

@@ -30,6 +30,9 @@ def embed_splits(crops: CropsStore, multiview_samples: pd.DataFrame, checkpoint:
                  parameters: dict[str, Any]) -> tuple[EmbeddingSet, EmbeddingSet, EmbeddingSet]:
     """Embeddings of val, test and unseen with the checkpoint's own views and fusion.
 
+    A ``baseline`` checkpoint embeds with its backbone's fused (concatenated) features, without
+    projection or classifier, so every loss of one backbone shares one baseline.
+
     The labels of seen splits use the checkpoint's training label map; unseen classes get
     labels after them (used only to score, never to choose anything).
     """
@@ -39,6 +42,8 @@ def embed_splits(crops: CropsStore, multiview_samples: pd.DataFrame, checkpoint:
     class_ids = checkpoint.meta.get("class_ids") or []
     labels = {c: i for i, c in enumerate(class_ids)}
     stage = checkpoint.meta.get("stage", "model")
+    if stage == "baseline":  # the starting backbone's fused features, never a head at init
+        model = model.backbone_only()
     out = []
     for split in EXTRACT_SPLITS:
         data, table = build_view_data(crops, multiview_samples, views, split, labels)
