@@ -89,7 +89,7 @@ class DistContext:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=True)
+        return DistributedDataParallel(module, device_ids=ids)  # buffers: rank 0's, each forward
 
 
 def resolve_backend(backend: str, cuda: bool) -> str:
@@ -117,6 +117,7 @@ def loopback_store(timeout: datetime.timedelta) -> Iterator[int]:
     sock.bind((LOCALHOST, 0))
     sock.listen(128)
     port = int(sock.getsockname()[1])
+    fd = sock.detach()  # the store owns (and closes) the listening socket
     try:
         store = torch_dist.TCPStore(
             LOCALHOST,
@@ -125,10 +126,10 @@ def loopback_store(timeout: datetime.timedelta) -> Iterator[int]:
             True,
             timeout=timeout,
             wait_for_workers=False,
-            master_listen_fd=sock.fileno(),
+            master_listen_fd=fd,
         )
     except TypeError:  # a torch without master_listen_fd: let the store bind the port itself
-        sock.close()
+        os.close(fd)
         logger.warning("this torch cannot host the store on a bound socket; port %d", port)
         store = torch_dist.TCPStore(LOCALHOST, port, None, True, timeout=timeout,
                                     wait_for_workers=False)
@@ -136,7 +137,6 @@ def loopback_store(timeout: datetime.timedelta) -> Iterator[int]:
         yield port
     finally:
         del store
-        sock.close()
 
 
 def fit_distributed(
@@ -208,7 +208,9 @@ def _worker(
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s [rank {rank}/{world}] %(levelname)s %(name)s: %(message)s",
+        force=True,  # a fresh process: its own handler, ranks > 0 warnings only
     )
+    logger.setLevel(logging.INFO)  # every rank states that it joined
     lo = loopback_interface()
     if lo is not None:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", lo)

@@ -260,6 +260,12 @@ class Trainer:
         ).to(self.device)
         #: reported loss = backward loss x this (pml's distributed wrapper multiplies by N)
         self.loss_log_scale = float(getattr(self.loss_module, "log_scale", 1.0))
+        #: validation (rank 0 alone) needs the local loss; gathering losses hold no parameters
+        self.eval_loss = self.loss_module
+        if dist is not None and self.spec.cross_batch:
+            self.eval_loss = build_loss(
+                loss_cfg, num_classes=num_classes, embedding_size=self.model.embedding_dim
+            ).to(self.device)
 
         self.tokenizer = None
         self.train_tokens: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -488,7 +494,7 @@ class Trainer:
             with _autocast(self.device, self.amp):
                 out = self._outputs(x, batch, self.val_tokens if can_loss else None)
             if can_loss and len(y) > 1:
-                loss_sum += float(self.loss_module(out, y)) * len(y)
+                loss_sum += float(self.eval_loss(out, y)) * len(y)
                 n_loss += len(y)
             emb[batch["index"].numpy()] = out["embedding"].float().cpu().numpy()
             if out["logits"] is not None:
