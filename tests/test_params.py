@@ -73,3 +73,16 @@ def test_data_engineering_runs_without_pretrained_weights(project_copy: Path) ->
     out = " ".join((refused.stdout + refused.stderr).split())  # undo rich line wrapping
     assert "IMAGENET1K_V1" in out and "local cache" in out
     assert not (project_copy / "data" / "06_models" / "finetuned_checkpoint").exists()
+
+
+def test_dedup_parameters_are_validated() -> None:
+    from compcars_kedro.params import DataEngineeringParams, validate
+
+    p = validate(DataEngineeringParams, {"dedup": {"hash_size": 8, "max_distance": 6}},
+                 "data_engineering")
+    assert p.dedup.method == "phash" and p.dedup.hash_size == 8
+    with pytest.raises(ValueError, match="data_engineering.dedup.method"):
+        validate(DataEngineeringParams, {"dedup": {"method": "md5"}}, "data_engineering")
+    with pytest.raises(ValueError, match="max_distance"):
+        validate(DataEngineeringParams, {"dedup": {"hash_size": 8, "max_distance": 40}},
+                 "data_engineering")

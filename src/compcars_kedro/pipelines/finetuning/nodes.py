@@ -8,11 +8,12 @@ from typing import Any
 
 import pandas as pd
 
-from compcars_kedro.data.views import build_view_data, label_map
+from compcars_kedro.data.fingerprint import check_versions
+from compcars_kedro.data.views import build_view_data, label_map, with_splits
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.device import current_device
 from compcars_kedro.params import FinetuningParams, validate
-from compcars_kedro.training.checkpoint import Checkpoint
+from compcars_kedro.training.checkpoint import Checkpoint, work_dir_lock
 from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.loop import fit
 
@@ -37,7 +38,8 @@ def _configs(config: dict[str, Any]) -> tuple[ModelConfig, LossConfig, TrainingC
             TrainingConfig.model_validate(config["training"]))
 
 
-def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[str, Any]
+def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[str, Any],
+             image_splits: pd.DataFrame | None = None,
              ) -> tuple[Checkpoint, Checkpoint, Checkpoint, pd.DataFrame, dict[str, Any]]:
     """Train on ``train``, validate on ``val`` each epoch; return baseline, best, last checkpoints.
 
@@ -45,9 +47,12 @@ def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[st
     init) snapshotted inside ``fit`` before the first step, without projection or classifier:
     its embedding is the fused backbone features, the same for every loss of this backbone,
     views, weights and seed. ``training.ddp.world_size > 1`` trains with DDP (``fit`` starts
-    the processes).
+    the processes). ``image_splits`` (when given) decides each image's split (see
+    ``with_splits``).
     """
+    crops = with_splits(crops, image_splits)
     model_cfg, loss_cfg, train_cfg = _configs(config)
+    fingerprints = check_versions(crops=crops, multiview_samples=multiview_samples)
     views = model_cfg.views
     template = model_cfg.clip.prompt_template if loss_cfg.name == "clip" else None
     index = crops.index
@@ -65,13 +70,16 @@ def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[st
 
     run = config["run"]
     work_dir = Path(run["work_dir"]) / config["variant"]
-    result = fit(model_cfg, loss_cfg, train_cfg, train, val, num_classes=len(labels),
-                 device=device, work_dir=work_dir, resume=bool(run["resume"]),
-                 label_names=label_names)
+    with work_dir_lock(work_dir):  # one run per variant's work dir
+        result = fit(model_cfg, loss_cfg, train_cfg, train, val, num_classes=len(labels),
+                     device=device, work_dir=work_dir, resume=bool(run["resume"]),
+                     label_names=label_names)
     baseline, best = result.baseline, result.best
-    baseline.meta.update({"variant": config["variant"], "class_ids": class_ids})
+    baseline.meta.update({"variant": config["variant"], "class_ids": class_ids,
+                          "data_fingerprints": fingerprints})
     best.meta.update({"variant": config["variant"], "stage": "finetuned",
-                      "class_ids": class_ids})
+                      "class_ids": class_ids, "data_fingerprints": fingerprints})
+    result.last.meta["data_fingerprints"] = fingerprints
     history = result.history.assign(**config["keys"])
     metrics = {**config["keys"], **{k: float(v) for k, v in result.best_metrics.items()},
                "early_stopping_metric": result.monitor, "ddp_world_size": train_cfg.ddp.world_size,
