@@ -160,8 +160,8 @@ def test_checkpoint_roundtrip_with_optimizer(tmp_path: Path) -> None:
     assert s1["param_groups"] == s2["param_groups"]
     for pid in s1["state"]:
         _assert_same_state(s1["state"][pid], s2["state"][pid])
-    # no temporary folder left behind (the lock file of save_checkpoint may stay)
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["ck"]
+    # no temporaries left behind; the persistent flock file of the save lock may stay
+    assert sorted(p.name for p in (tmp_path).iterdir()) == [".ck.lock", "ck"]
 
 
 def test_extract_embeddings_and_model_from_checkpoint(tmp_path: Path) -> None:
@@ -194,30 +194,6 @@ def test_extract_embeddings_and_model_from_checkpoint(tmp_path: Path) -> None:
         8,
         32,
     )
-
-
-def test_clip_text_phase_early_stops_on_val_loss() -> None:
-    """The text phase cannot move image MAP@R: early stopping watches val_loss instead."""
-    train = make_toy_data(4, 4, 32, 1, seed=0, texts=True)
-    val = make_toy_data(4, 3, 32, 1, seed=1, texts=True)
-    mc = ModelConfig(
-        name="clip", image_size=32, arch=TINY_ARCH["clip"],
-        clip={"phase": "text", "trainable_layers": 1},
-    )
-    tc = _train_cfg(
-        epochs=10, lr_backbone=1e-2, lr_head=3e-2, warmup_steps=0,
-        early_stopping={"metric": "mean_average_precision_at_r", "patience": 2},
-    )
-    res = fit(mc, LossConfig(name="clip"), tc, train, val, num_classes=4, device="cpu",
-              progress=False)
-    h = res.history
-    assert res.monitor == "val_loss" and (h["monitor"] == "val_loss").all()
-    assert res.best.meta["early_stopping_metric"] == "val_loss"
-    assert h["mean_average_precision_at_r"].nunique() == 1  # the image tower is frozen
-    assert h["zero_shot_accuracy"].between(0, 1).all()  # the text tower's own score
-    best = int(h.loc[h["val_loss"].idxmin(), "epoch"])
-    assert res.best.meta["epoch"] == best > 1  # not epoch 1 by default any more
-    assert res.last.meta["stopped_early"] and len(h) == best + 2 < 10
 
 
 def test_retrieval_metrics() -> None:
