@@ -52,7 +52,8 @@ def env_parameters(env: str, conf_source: str | Path | None = None) -> dict[str,
     """The parameters of ``env`` exactly as ``kedro run --env <env>`` reads them."""
     from compcars_kedro import settings
 
-    conf = Path(conf_source) if conf_source else _project_root() / settings.CONF_SOURCE
+    conf = Path(conf_source) if conf_source else _project_root() / getattr(
+        settings, "CONF_SOURCE", "conf")
     args = dict(settings.CONFIG_LOADER_ARGS)
     args.pop("default_run_env", None)
     loader = settings.CONFIG_LOADER_CLASS(str(conf), env=env, **args)

@@ -63,6 +63,27 @@ def write_tiny_clip_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
+def save_torchvision_standins(torch_home: Path, weights: dict[str, str]
+                              ) -> dict[str, tuple[str, torch.Tensor]]:
+    """Random-init state dicts of ``{model: enum name}`` (project model names) saved where
+    torchvision caches the real ones; returns a reference tensor per model."""
+    import torchvision
+    from torchvision.models import get_model_weights
+
+    cache = torch_home / "hub" / "checkpoints"
+    cache.mkdir(parents=True, exist_ok=True)
+    reference = {}
+    torch.manual_seed(0)
+    for model, enum_name in weights.items():
+        tv_name = TORCHVISION[model]
+        entry = get_model_weights(tv_name)[enum_name]
+        state = torchvision.models.get_model(tv_name, weights=None).state_dict()
+        torch.save(state, cache / os.path.basename(entry.url))
+        key = "conv1.weight" if model == "resnet50" else "conv_proj.weight"
+        reference[model] = (key, state[key].clone())
+    return reference
+
+
 @pytest.fixture(scope="session")
 def standin_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Stand-ins for every weight the compcars env names (see the module docstring).
@@ -70,26 +91,13 @@ def standin_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     Returns ``{"torch_home", "clip_dir", "reference": {model: (param name, tensor)}}``; the
     reference tensors prove that the built model holds the stand-in's values.
     """
-    import torchvision
-    from torchvision.models import get_model_weights
     from transformers import CLIPConfig, CLIPModel
 
     params = compcars_parameters()
     root = tmp_path_factory.mktemp("weights")
     torch_home = root / "torch"
-    cache = torch_home / "hub" / "checkpoints"
-    cache.mkdir(parents=True)
-    reference: dict[str, tuple[str, torch.Tensor]] = {}
-    torch.manual_seed(0)
-    for model, tv_name in TORCHVISION.items():
-        enum_name = params["models"][model]["weights"]
-        entry = get_model_weights(tv_name)[enum_name]
-        net = torchvision.models.get_model(tv_name, weights=None)
-        state = net.state_dict()
-        torch.save(state, cache / os.path.basename(entry.url))
-        key = "conv1.weight" if model == "resnet50" else "conv_proj.weight"
-        reference[model] = (key, state[key].clone())
-        del net, state
+    reference = save_torchvision_standins(
+        torch_home, {m: params["models"][m]["weights"] for m in TORCHVISION})
     clip_dir = root / "clip-vit-base-patch32"
     clip = CLIPModel(CLIPConfig())  # the real ViT-B/32 architecture, random init
     clip.save_pretrained(clip_dir)
