@@ -170,3 +170,16 @@ def test_unknown_top_level_keys_fail_with_a_suggestion() -> None:
                         known_keys=known)
     with pytest.raises(ValueError, match="raw_path=3 must be a path"):
         validate_parameters({"raw_path": 3}, known_keys=known)
+
+
+def test_dedup_parameters_are_validated() -> None:
+    from compcars_kedro.params import DataEngineeringParams, validate
+
+    p = validate(DataEngineeringParams, {"dedup": {"hash_size": 8, "max_distance": 6}},
+                 "data_engineering")
+    assert p.dedup.method == "phash" and p.dedup.hash_size == 8
+    with pytest.raises(ValueError, match="data_engineering.dedup.method"):
+        validate(DataEngineeringParams, {"dedup": {"method": "md5"}}, "data_engineering")
+    with pytest.raises(ValueError, match="max_distance"):
+        validate(DataEngineeringParams, {"dedup": {"hash_size": 8, "max_distance": 40}},
+                 "data_engineering")

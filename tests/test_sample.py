@@ -18,6 +18,9 @@ from compcars_kedro.sample import (
     PLANTED_REASONS,
     TINY,
     SampleSpec,
+    _build_structure,
+    _plan_jobs,
+    _view_counts,
     generate_sample,
     main,
 )
@@ -54,8 +57,9 @@ def _label_for(root: Path, rel_image: str) -> Path:
 
 
 def _normal_labels(root: Path, info: dict) -> dict[str, tuple]:
-    """rel image path (relative to image/) -> parsed label, planted files excluded."""
-    planted = {p["path"] for p in info["planted"]}
+    """rel image path (relative to image/) -> parsed label, planted files and near-duplicates
+    excluded."""
+    planted = {p["path"] for p in info["planted"] + info["near_duplicates"]}
     out = {}
     for lbl in sorted((root / "label").rglob("*.txt")):
         rel = lbl.relative_to(root / "label").with_suffix(".jpg").as_posix()
@@ -118,7 +122,9 @@ def test_summary_and_top_level_layout(tiny: tuple[Path, dict]) -> None:
         "sample_info.json",
     }
     n_jpg = len(list((root / "image").rglob("*.jpg")))
-    assert n_jpg == info["counts"]["images_on_disk"] == info["counts"]["images_normal"] + 7
+    n_dup = info["counts"]["images_near_duplicate"]
+    assert n_dup == len(info["near_duplicates"]) >= 1
+    assert n_jpg == info["counts"]["images_on_disk"] == info["counts"]["images_normal"] + 7 + n_dup
 
 
 def test_same_spec_is_byte_identical_and_seed_matters(
@@ -140,7 +146,8 @@ def test_same_spec_is_byte_identical_and_seed_matters(
         Image.open(tmp_path / "seed1" / "image" / rel).load()
         assert vp in (-1, 1, 2, 3, 4, 5)
         assert 1 <= x1 < x2 <= other.width and 1 <= y1 < y2 <= other.height
-    assert len(_normal_labels(tmp_path / "seed1", info)) == info["counts"]["images_on_disk"]
+    assert len(_normal_labels(tmp_path / "seed1", info)) == (
+        info["counts"]["images_on_disk"] - info["counts"]["images_near_duplicate"])
 
 
 def test_folder_layout_ids_years_and_names(tiny: tuple[Path, dict]) -> None:
@@ -193,18 +200,61 @@ def test_counts_per_model_and_view(tiny: tuple[Path, dict]) -> None:
     for rel, (vp, *_rest) in _normal_labels(root, info).items():
         model = int(rel.split("/")[1])
         counts[model, vp] = counts.get((model, vp), 0) + 1
-    n_extra = round(TINY.extra_view_fraction * 2 * TINY.images_per_view)
+    fronts, rears = [], []
     for m in info["models"]:
         mid = m["model_id"]
-        assert counts.get((mid, 1)) == TINY.images_per_view
-        assert counts.get((mid, 2)) == TINY.images_per_view
+        n_front, n_rear = counts.get((mid, 1), 0), counts.get((mid, 2), 0)
+        assert TINY.min_per_view <= min(n_front, n_rear) <= max(n_front, n_rear) <= TINY.max_per_view
         extras = sum(counts.get((mid, v), 0) for v in (-1, 3, 4, 5))
-        assert extras == n_extra
-        assert (
-            m["normal_by_viewpoint"]["1"] == m["normal_by_viewpoint"]["2"] == TINY.images_per_view
-        )
+        assert extras == round(TINY.extra_view_fraction * (n_front + n_rear))
+        assert m["normal_by_viewpoint"]["1"] == n_front and m["normal_by_viewpoint"]["2"] == n_rear
+        fronts.append(n_front)
+        rears.append(n_rear)
+    # unequal views, either view the larger one, unequal class sizes
+    assert any(f > r for f, r in zip(fronts, rears, strict=True)) and any(r > f for f, r in zip(fronts, rears, strict=True))
+    assert len(set(np.add(fronts, rears))) > 2
     by_vp = info["counts"]["normal_by_viewpoint"]
-    assert by_vp["1"] == by_vp["2"] == 6 * TINY.images_per_view
+    assert by_vp["1"] == sum(fronts) and by_vp["2"] == sum(rears)
+
+
+def test_default_spec_draws_realistic_view_counts() -> None:
+    """Per model: front:rear ratio 1..4 with median ~1.3, 5..60 per view; total like before."""
+    spec = SampleSpec()
+    makes, models = _build_structure(spec)
+    counts = np.array(_view_counts(spec, np.random.default_rng([spec.seed, 7]), len(models)))
+    ratio = counts.max(1) / counts.min(1)
+    assert 1.15 <= np.median(ratio) <= 1.5 and 2.5 <= ratio.max() <= 4.0
+    assert counts.min() >= 5 and counts.max() <= 60 and counts.sum(1).max() > 3 * counts.sum(1).min()
+    assert (counts[:, 0] > counts[:, 1]).sum() >= 5 and (counts[:, 1] > counts[:, 0]).sum() >= 5
+    jobs = _plan_jobs(spec, makes, models)
+    assert 1100 <= len(jobs) <= 1400  # the default run's cost stays where it was (1,327 before)
+    assert sum(j.kind == "near_duplicate" for j in jobs) >= 20
+
+
+def test_near_duplicates_are_the_same_photo(tmp_path: Path) -> None:
+    from compcars_kedro.data.dedup import crop_hash, hamming_matrix
+
+    info = generate_sample(tmp_path / "dups", replace(TINY, near_duplicate_fraction=0.1))
+    root = tmp_path / "dups"
+    assert {tuple(d["transform"])[0] for d in info["near_duplicates"]} == {"jpeg_quality", "resize"}
+    for d in info["near_duplicates"]:
+        dup, src = d["path"], d["source"]
+        assert dup != src and dup.split("/")[:3] == src.split("/")[:3]  # same make and model
+        vp_d, _, box_d, _ = _read_label(_label_for(root, dup.removeprefix("image/")))
+        vp_s, _, box_s, _ = _read_label(_label_for(root, src.removeprefix("image/")))
+        assert vp_d == vp_s == d["viewpoint"]
+        a, b = Image.open(root / dup), Image.open(root / src)
+        kind, value = d["transform"]
+        if kind == "resize":
+            assert a.size == tuple(round(v * value) for v in b.size)
+            assert abs(box_d[2] - box_s[2] * value) <= 1.5
+        else:
+            assert a.size == b.size and box_d == box_s
+            assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).mean() < 6
+        boxes = [(x1 - 1, y1 - 1, x2, y2) for x1, y1, x2, y2 in (box_d, box_s)]
+        hashes = [crop_hash((str(root / p), bx, "phash", 16)) for p, bx in zip((dup, src), boxes, strict=True)]
+        # of 256 bits; resized copies of these tiny 128x96 photos differ most (<= 20 at 320x240)
+        assert hamming_matrix(hashes)[0, 1] <= (20 if kind == "jpeg_quality" else 28)
 
 
 def test_make_model_name_mat(tiny: tuple[Path, dict]) -> None:

@@ -51,7 +51,12 @@ class VariantFailed:
 
 @dataclass(frozen=True)
 class Variant:
-    """Selectors of one run; ``overrides`` are nested parameter overrides (e.g. CLIP layers)."""
+    """Selectors of one run; ``overrides`` are nested parameter overrides (e.g. CLIP layers).
+
+    ``seed`` is the training seed; ``split_seed`` the seed of the class split (which classes are
+    unseen, which images val/test): the variant trains and evaluates on its own split tables,
+    made from the shared crops store without re-cropping. ``None``: the data_engineering split.
+    """
 
     model: str
     loss: str
@@ -60,10 +65,18 @@ class Variant:
     study: str = "grid"
     extra: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
+    split_seed: int | None = None
+
+    @property
+    def split_namespace(self) -> str | None:
+        """Namespace of this variant's split tables (``split_ss<seed>``), None = top level."""
+        return None if self.split_seed is None else f"split_ss{self.split_seed}"
 
     @property
     def name(self) -> str:
         base = f"{self.model}_{self.loss}_{self.views.replace('+', '')}_s{self.seed}"
+        if self.split_seed is not None:
+            base += f"_ss{self.split_seed}"
         if self.study == "clip_layers":
             return f"clip_{self.extra['component']}_l{self.extra['trainable_layers']:02d}_s{self.seed}"
         return base
@@ -71,19 +84,21 @@ class Variant:
     @property
     def keys(self) -> dict[str, Any]:
         return {"study": self.study, "variant": self.name, "model": self.model, "loss": self.loss,
-                "views": self.views, "seed": self.seed, **self.extra}
+                "views": self.views, "seed": self.seed, "split_seed": self.split_seed,
+                **self.extra}
 
 
-def expand_grid(grid: dict[str, Any]) -> list[Variant]:
-    """models x losses x views x seeds, dropping combinations that cannot train (logged)."""
+def expand_grid(grid: dict[str, Any], default_split_seed: int = 42) -> list[Variant]:
+    """models x losses x views x seeds x split_seeds, dropping combinations that cannot train
+    (logged). ``split_seeds`` defaults to ``[default_split_seed]`` (data_engineering.seed)."""
     out = []
-    for model, loss, views, seed in itertools.product(
+    for model, loss, views, seed, split_seed in itertools.product(
             grid.get("models", []), grid.get("losses", []), grid.get("views", ["front+rear"]),
-            grid.get("seeds", [0])):
+            grid.get("seeds", [0]), grid.get("split_seeds") or [default_split_seed]):
         if loss == "clip" and model != "clip":
             logger.info("grid: skipping %s x %s (the clip loss needs the clip model)", model, loss)
             continue
-        out.append(Variant(model, loss, views, int(seed)))
+        out.append(Variant(model, loss, views, int(seed), split_seed=int(split_seed)))
     return out
 
 

@@ -17,7 +17,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: inf / nan (e.g. a fraction or size given as .inf) are invalid values
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CropParams(StrictModel):
@@ -26,6 +27,22 @@ class CropParams(StrictModel):
     resize_mode: Literal["center_crop", "pad"] = "pad"
     num_workers: int | None = Field(None, ge=0, description="None/0 = one process per core")
     chunksize: int = Field(16, ge=1)
+
+
+class DedupParams(StrictModel):
+    """Near-duplicate grouping before the split (see ``compcars_kedro.data.dedup``)."""
+
+    method: Literal["phash", "dhash", "average_hash", "whash"] = "phash"
+    hash_size: int = Field(16, ge=4, le=64, description="hash side; the hash has hash_size**2 bits")
+    max_distance: int = Field(20, ge=0, description="Hamming distance (bits) of one group")
+    num_workers: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _distance(self) -> DedupParams:
+        if self.max_distance >= self.hash_size ** 2 // 2:
+            raise ValueError(f"dedup.max_distance={self.max_distance} must be below half the "
+                             f"{self.hash_size ** 2} hash bits (dedup.hash_size={self.hash_size})")
+        return self
 
 
 class DataEngineeringParams(StrictModel):
@@ -41,7 +58,12 @@ class DataEngineeringParams(StrictModel):
                                               "that is clipped; more is rejected")
     min_bbox_size: int = Field(8, ge=1)
     num_workers: int | None = Field(None, ge=0)
+    max_pixels: int = Field(50_000_000, ge=1, description="larger images are rejected as "
+                            "too_large from their header, never decoded")
+    allow_absolute_paths: bool = Field(False, description="manifest CSV: accept absolute paths "
+                                       "outside the CSV's folder")
     crop: CropParams = CropParams()
+    dedup: DedupParams = DedupParams()
 
     @model_validator(mode="after")
     def _check(self) -> DataEngineeringParams:

@@ -39,7 +39,7 @@ from compcars_kedro.data.raw import VIEWPOINTS
 
 logger = logging.getLogger("compcars_kedro.sample")
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MAX_MAKE_ID = 163  # id space of the real make_names cell (163x1)
 MAX_MODEL_ID = 2004  # id space of the real model_names cell (2004x1)
 SUPERSAMPLE = 2  # cars are drawn at 2x and downsampled (anti-aliasing)
@@ -203,8 +203,19 @@ class SampleSpec:
 
     n_makes: int = 6
     models_per_make: int = 4
-    images_per_view: int = 24  # per model, for each of front and rear
+    # Front / rear counts per model. ``images_per_view`` set: exactly that many of each (equal
+    # views). None: drawn per model like the real data, the larger view between
+    # ``min_per_view`` and ``max_per_view`` and a front:rear ratio from 1 to ``max_view_ratio``
+    # (median ``median_view_ratio``), either view being the larger one.
+    images_per_view: int | None = None
+    min_per_view: int = 5
+    max_per_view: int = 60
+    median_view_ratio: float = 1.3
+    max_view_ratio: float = 4.0
     extra_view_fraction: float = 0.15  # extra side/front-side/rear-side/uncertain images
+    # near-duplicates: this fraction of the front/rear photos gets a re-encoded (other JPEG
+    # quality) or slightly resized copy in the same model (at least one when > 0)
+    near_duplicate_fraction: float = 0.03
     width: int = 320
     height: int = 240
     seed: int = 0
@@ -212,8 +223,14 @@ class SampleSpec:
     broken: bool = True  # plant the broken inputs (see PLANTED_REASONS)
 
     def __post_init__(self) -> None:
-        if self.n_makes < 1 or self.models_per_make < 1 or self.images_per_view < 1:
+        if self.n_makes < 1 or self.models_per_make < 1 or (self.images_per_view or 1) < 1:
             raise ValueError("n_makes, models_per_make and images_per_view must be >= 1")
+        if not 1 <= self.min_per_view <= self.max_per_view:
+            raise ValueError("need 1 <= min_per_view <= max_per_view")
+        if not 1.0 < self.median_view_ratio < self.max_view_ratio:
+            raise ValueError("need 1 < median_view_ratio < max_view_ratio")
+        if not 0.0 <= self.near_duplicate_fraction <= 0.5:
+            raise ValueError("near_duplicate_fraction must be in [0, 0.5]")
         if self.n_makes > MAX_MAKE_ID or self.n_makes * self.models_per_make > MAX_MODEL_ID // 2:
             raise ValueError("too many makes/models for the CompCars id space")
         if not 0.0 <= self.extra_view_fraction <= 2.0:
@@ -224,7 +241,8 @@ class SampleSpec:
             raise ValueError("jpeg_quality must be in [1, 95]")
 
 
-TINY = SampleSpec(n_makes=3, models_per_make=2, images_per_view=6, width=128, height=96)
+TINY = SampleSpec(n_makes=3, models_per_make=2, min_per_view=3, max_per_view=9, width=128,
+                  height=96, near_duplicate_fraction=0.02)
 
 
 @dataclass(frozen=True)
@@ -282,12 +300,14 @@ class _Job:
     model_idx: int
     viewpoint: int  # the drawn view
     key: tuple[int, ...]  # per-image rng key
-    kind: str = "normal"  # normal | planted
+    kind: str = "normal"  # normal | planted | near_duplicate
     reason: str | None = None
     note: str = ""
     label_viewpoint: int | None = None  # written viewpoint (defaults to the drawn one)
     crlf: bool = False
     bbox: tuple[int, int, int, int] | None = field(default=None)
+    source: str | None = None  # near_duplicate: rel path of the photo it copies
+    transform: tuple[str, float] | None = None  # ("jpeg_quality", q) | ("resize", factor)
 
 
 # --------------------------------------------------------------------------- structure
@@ -1101,19 +1121,47 @@ def _write_misc(
     (misc / "attributes.txt").write_bytes(("\n".join(rows) + "\n").encode("ascii"))
 
 
+def _view_counts(spec: SampleSpec, rng: np.random.Generator, n_models: int) -> list[tuple[int, int]]:
+    """(n_front, n_rear) per model: unequal views and unequal class sizes (see SampleSpec).
+
+    The ratio larger:smaller view is ``max_view_ratio ** (u ** k)`` for stratified ``u`` in
+    (0, 1), with ``k`` set so that its median is ``median_view_ratio``; the smaller view is
+    log-uniform in ``[min_per_view, max_per_view / ratio]``; a coin decides which view is larger.
+    """
+    if spec.images_per_view is not None:
+        return [(spec.images_per_view, spec.images_per_view)] * n_models
+    k = math.log(math.log(spec.median_view_ratio) / math.log(spec.max_view_ratio)) / math.log(0.5)
+    ratios = spec.max_view_ratio ** (_stratified(rng, n_models, 0.0, 1.0) ** k)
+    sizes = _stratified(rng, n_models, 0.0, 1.0)
+    out = []
+    for ratio, u in zip(ratios, sizes, strict=True):
+        lo = math.log(spec.min_per_view)
+        hi = math.log(max(spec.min_per_view, spec.max_per_view / ratio))
+        small = int(round(math.exp(lo + u * (hi - lo))))
+        big = max(small, min(spec.max_per_view, int(round(small * ratio))))
+        out.append((big, small) if rng.random() < 0.5 else (small, big))
+    return out
+
+
+NEAR_DUPLICATE_TRANSFORMS = (("jpeg_quality", 60.0), ("resize", 0.9), ("jpeg_quality", 95.0),
+                             ("resize", 0.8))
+
+
 def _plan_jobs(spec: SampleSpec, makes: list[MakeTraits], models: list[ModelTraits]) -> list[_Job]:
     rng = np.random.default_rng([spec.seed, 2])
     used_names: set[str] = set()
     make_idx = {m.make_id: i for i, m in enumerate(makes)}
     jobs: list[_Job] = []
-    n_extra = int(round(spec.extra_view_fraction * 2 * spec.images_per_view))
+    counts = _view_counts(spec, np.random.default_rng([spec.seed, 7]), len(models))
 
     def rel_for(mi: int, year: str) -> str:
         m = models[mi]
         return f"{m.make_id}/{m.model_id}/{year}/{_hex_name(rng, used_names)}.jpg"
 
     for mi, model in enumerate(models):
-        views = [1] * spec.images_per_view + [2] * spec.images_per_view
+        n_front, n_rear = counts[mi]
+        n_extra = int(round(spec.extra_view_fraction * (n_front + n_rear)))
+        views = [1] * n_front + [2] * n_rear
         views += [int(v) for v in rng.choice(EXTRA_VIEWPOINTS, n_extra, p=EXTRA_VIEWPOINT_P)]
         # every year folder gets at least one image
         ny = len(model.years)
@@ -1134,6 +1182,28 @@ def _plan_jobs(spec: SampleSpec, makes: list[MakeTraits], models: list[ModelTrai
                     crlf=bool(rng.random() < 1 / 3),
                 )
             )
+
+    # near-duplicates: the same photo again in the same model (re-encoded or slightly resized)
+    front_rear = [j for j in jobs if j.viewpoint in (1, 2)]
+    n_dup = int(round(spec.near_duplicate_fraction * len(front_rear)))
+    if spec.near_duplicate_fraction > 0:
+        n_dup = max(1, n_dup)
+    for k, si in enumerate(np.sort(rng.choice(len(front_rear), n_dup, replace=False))):
+        src = front_rear[int(si)]
+        model = models[src.model_idx]
+        jobs.append(
+            _Job(
+                rel=rel_for(src.model_idx, model.years[int(rng.integers(len(model.years)))]),
+                make_idx=src.make_idx,
+                model_idx=src.model_idx,
+                viewpoint=src.viewpoint,
+                key=src.key,
+                kind="near_duplicate",
+                crlf=bool(rng.random() < 1 / 3),
+                source=src.rel,
+                transform=NEAR_DUPLICATE_TRANSFORMS[k % len(NEAR_DUPLICATE_TRANSFORMS)],
+            )
+        )
 
     if spec.broken:
         targets = rng.permutation(len(models))
@@ -1191,12 +1261,33 @@ def _write_job(
         bbox = (x1, bbox[1], x1 + bw - 1, bbox[3])
     elif job.reason == REASON_DEGENERATE_BBOX:
         bbox = (bbox[0], bbox[1], bbox[0], bbox[3])
+    if job.transform is not None:
+        data, bbox = _near_duplicate(data, bbox, job.transform, spec.jpeg_quality)
     job.bbox = bbox
     img_path.write_bytes(data)
     if job.reason != REASON_MISSING_LABEL:
         lbl_path.parent.mkdir(parents=True, exist_ok=True)
         vp = job.label_viewpoint if job.label_viewpoint is not None else job.viewpoint
         lbl_path.write_bytes(_label_text(vp, bbox, job.crlf))
+
+
+def _near_duplicate(
+    data: bytes, bbox: tuple[int, int, int, int], transform: tuple[str, float], quality: int
+) -> tuple[bytes, tuple[int, int, int, int]]:
+    """The same photo re-encoded at another JPEG quality, or resized (its box scaled along)."""
+    kind, value = transform
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    if kind == "resize":
+        w, h = (max(1, int(round(d * value))) for d in img.size)
+        img = img.resize((w, h), Image.Resampling.LANCZOS)
+        x1, y1, x2, y2 = bbox
+        bbox = (max(1, int(round((x1 - 1) * value)) + 1), max(1, int(round((y1 - 1) * value)) + 1),
+                min(w, int(round(x2 * value))), min(h, int(round(y2 * value))))
+    else:
+        quality = int(value)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality, optimize=False)
+    return buf.getvalue(), bbox
 
 
 def _write_split(
@@ -1243,7 +1334,8 @@ def _summary(
             "makes": len(makes),
             "models": len(models),
             "images_normal": len(normal),
-            "images_planted": len(jobs) - len(normal),
+            "images_planted": sum(j.kind == "planted" for j in jobs),
+            "images_near_duplicate": sum(j.kind == "near_duplicate" for j in jobs),
             "images_on_disk": len(jobs),
             "normal_by_viewpoint": by_vp,
             "split_train": split["train"],
@@ -1262,6 +1354,16 @@ def _summary(
             }
             for m in models
         ],
+        "near_duplicates": [
+            {
+                "path": f"image/{j.rel}",
+                "source": f"image/{j.source}",
+                "transform": list(j.transform) if j.transform else None,
+                "viewpoint": j.viewpoint,
+            }
+            for j in jobs
+            if j.kind == "near_duplicate"
+        ],
         "planted": [
             {
                 "path": f"image/{j.rel}",
@@ -1275,9 +1377,10 @@ def _summary(
         ],
         "split_missing": [f"image/{p}" for p in split["missing_listed"]],
         "notes": (
-            "Normal images: exactly images_per_view front (1) and rear (2) per model plus extras "
-            "(3/4/5/-1). Planted files are extra files on top of these counts. split_missing: paths "
-            "listed in train/test.txt that do not exist on disk."
+            "Normal images: per model front (1) and rear (2) counts drawn unequal (or exactly "
+            "images_per_view each when set) plus extras (3/4/5/-1). near_duplicates (valid images "
+            "with labels) and planted files are extra files on top of these counts. "
+            "split_missing: paths listed in train/test.txt that do not exist on disk."
         ),
     }
 
@@ -1378,7 +1481,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-makes", type=int)
     ap.add_argument("--models-per-make", type=int)
     ap.add_argument("--images-per-view", type=int)
+    ap.add_argument("--min-per-view", type=int)
+    ap.add_argument("--max-per-view", type=int)
     ap.add_argument("--extra-view-fraction", type=float)
+    ap.add_argument("--near-duplicate-fraction", type=float)
     ap.add_argument("--width", type=int)
     ap.add_argument("--height", type=int)
     ap.add_argument("--seed", type=int)
@@ -1397,7 +1503,10 @@ def main(argv: list[str] | None = None) -> int:
             "n_makes",
             "models_per_make",
             "images_per_view",
+            "min_per_view",
+            "max_per_view",
             "extra_view_fraction",
+            "near_duplicate_fraction",
             "width",
             "height",
             "seed",

@@ -33,6 +33,7 @@ def test_sliced_chain_from_finetune_to_clustering(tiny_crops, tmp_path: Path,
     catalog = DataCatalog({
         "crops": MemoryDataset(tiny_crops[0], copy_mode="assign"),
         "multiview_samples": MemoryDataset(tiny_crops[1]),
+        "image_splits": MemoryDataset(tiny_crops[0].index[["image_id", "split"]]),
         "finetuning_config": MemoryDataset(config),
         "params:embeddings": MemoryDataset({"batch_size": 8}),
         "params:clustering": MemoryDataset({

@@ -5,11 +5,15 @@ Shared by tests/reporting and tests/pipelines/reporting (``from tests.reporting 
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from compcars_kedro.data.raw import RawSource
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.datasets.embeddings import EmbeddingSet
 
@@ -179,10 +183,20 @@ SPLIT_SUMMARY = {"images_per_split": {"train": 80, "val": 40, "test": 40, "unsee
                  "params": {"viewpoints": ["front", "rear"], "seed": 42}}
 
 
+def _raw(root: Path | None) -> RawSource:
+    root = Path(root or tempfile.mkdtemp(prefix="raw-"))
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sample_info.json").write_text(json.dumps({"counts": {"images_on_disk": 190,
+                                                                  "models": 7, "makes": 6}}))
+    return RawSource(root, "compcars")
+
+
 def pipeline_inputs(config: dict[str, Any] | None = None, configs=CONFIGS, seeds=SEEDS,
                     params: dict[str, Any] | None = None,
-                    clip_layers: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Every free input of the reporting pipeline, by catalog name."""
+                    clip_layers: pd.DataFrame | None = None,
+                    raw_root: Path | None = None) -> dict[str, Any]:
+    """Every free input of the reporting pipeline, by catalog name (``raw_root``: a folder
+    standing for the raw data; a ``sample_info.json`` is written in it)."""
     config = config or finetuning_config()
     sets = embeddings()
     reporting = {**FAST_PARAMS, **(params or {})}
@@ -193,6 +207,7 @@ def pipeline_inputs(config: dict[str, Any] | None = None, configs=CONFIGS, seeds
         "cluster_assignments": cluster_assignments(sets, config["keys"]),
         **sets,
         "crops": crops_for(sets),
+        "compcars_raw": _raw(raw_root),
         "finetuning_config": config,
         "split_summary": SPLIT_SUMMARY,
         "clip_layers_table": clip_layers,

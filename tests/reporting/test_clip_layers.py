@@ -10,6 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from compcars_kedro.reporting.clip_layers import SUMMARY_COLUMNS, clip_layers_summary, pearson_r
+from compcars_kedro.reporting.paired import clip_claims
 from tests.reporting import clip_layers_table
 
 
@@ -65,3 +66,31 @@ def test_clip_layers_summary_empty(table) -> None:
 def test_clip_layers_summary_rejects_a_wrong_table() -> None:
     with pytest.raises(KeyError, match="trainable_layers"):
         clip_layers_summary(pd.DataFrame({"component": ["vision"], "ari": [0.1]}))
+
+
+def test_zero_shot_accuracy_is_plotted_and_summarised() -> None:
+    table = clip_layers_table()
+    table["zero_shot_accuracy"] = 0.1 + 0.05 * table["trainable_layers"]
+    summary, fig = clip_layers_summary(table)
+    assert "best_layers_zero_shot" in summary and "pearson_r_zero_shot" in summary
+    assert summary.set_index("component").loc["text", "best_layers_zero_shot"] == 8
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("zero-shot accuracy") for t in titles), titles
+    assert not any("zero" in c for c in clip_layers_summary(clip_layers_table())[0].columns)
+
+
+def test_clip_claims_pair_by_seed_and_choose_layers_on_val_when_given() -> None:
+    table = clip_layers_table()
+    claims = clip_claims(table)
+    vt = claims[(claims["claim"] == "CLIP vision tower vs text tower")
+                & (claims["metric"] == "mean_average_precision_at_r")].iloc[0]
+    assert vt["n"] == 2 and vt["n_matched_configs"] == 4  # layer counts 0, 2, 4, 8
+    best = claims[claims["claim"] == "CLIP best layer count (vision)"]
+    assert best["status"].str.contains("no val column").all()
+    # a val column decides instead: make 0 layers the val winner
+    table["val_mean_average_precision_at_r"] = -table["trainable_layers"]
+    chosen = clip_claims(table)
+    row = chosen[(chosen["claim"] == "CLIP best layer count (vision)")
+                 & (chosen["metric"] == "mean_average_precision_at_r")].iloc[0]
+    assert row["a"] == "0" and row["status"] == "chosen on val"
+    assert len(clip_claims(None)) == 2 and clip_claims(None)["n"].isna().all()

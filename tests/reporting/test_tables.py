@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from compcars_kedro.reporting.paired import best_by_val, factor_claims, paired_difference
 from compcars_kedro.reporting.tables import (
     aggregate,
-    best_configuration,
     clustering_methods,
     compare_configurations,
     compare_factors,
@@ -27,13 +27,16 @@ RETRIEVAL = ["precision_at_1", "r_precision", "mean_average_precision_at_r"]
 CLUSTERING = ["ari", "ami", "purity"]
 
 
+SPLIT_OF = {"unseen": "unseen", "seen": "test", "val": "val"}
+
+
 def _long(values: dict[tuple[str, str, int, str], float], models: str = "unseen",
-          metric: str = "mean_average_precision_at_r") -> pd.DataFrame:
-    """Long metrics from ``{(model, loss, seed, source): value}`` (views front)."""
+          metric: str = "mean_average_precision_at_r", views: str = "front") -> pd.DataFrame:
+    """Long metrics from ``{(model, loss, seed, source): value}``."""
     rows = []
     for (model, loss, seed, source), v in values.items():
-        rows.append({**keys_of(model, loss, "front", seed), "source": source,
-                     "split": "unseen" if models == "unseen" else "test", "models": models,
+        rows.append({**keys_of(model, loss, views, seed), "source": source,
+                     "split": SPLIT_OF[models], "models": models,
                      "family": "retrieval", "metric": metric, "value": v})
     return pd.DataFrame(rows)
 
@@ -123,33 +126,101 @@ def test_improvement_single_seed_percent() -> None:
     assert math.isnan(row["abs_ci_half_width"])
 
 
-def test_best_configuration_choice_ties_and_separability() -> None:
-    long = _long({("r18", "ce", 0, "finetuned"): 0.50, ("r18", "ce", 1, "finetuned"): 0.52,
-                  ("vit", "ce", 0, "finetuned"): 0.60, ("vit", "ce", 1, "finetuned"): 0.62,
-                  ("a_tie", "ce", 0, "finetuned"): 0.61})
+def test_improvement_percent_only_for_directed_metrics_above_epsilon() -> None:
+    ari = _long({("r18", "ce", 0, "baseline"): 0.005, ("r18", "ce", 0, "finetuned"): 0.3,
+                 ("vit", "ce", 0, "baseline"): 0.2, ("vit", "ce", 0, "finetuned"): 0.3},
+                metric="ari")
+    count = _long({("r18", "ce", 0, "baseline"): 4.0, ("r18", "ce", 0, "finetuned"): 8.0},
+                  metric="n_clusters")
+    out = improvement(pd.concat([ari, count]), epsilon=0.01).set_index(["model", "metric"])
+    assert math.isnan(out.loc[("r18", "ari"), "pct"])  # baseline 0.005 < epsilon
+    assert out.loc[("r18", "ari"), "abs"] == pytest.approx(0.295)
+    assert out.loc[("vit", "ari"), "pct"] == pytest.approx(50.0)
+    assert math.isnan(out.loc[("r18", "n_clusters"), "pct"])  # a count has no direction
+
+
+def test_improvement_paired_p_value() -> None:
+    long = _long({("r18", "ce", s, src): v for s, (b, f) in enumerate([(0.2, 0.5), (0.3, 0.5),
+                                                                       (0.25, 0.45)])
+                  for src, v in (("baseline", b), ("finetuned", f))})
+    row = improvement(long).iloc[0]
+    # differences 0.3, 0.2, 0.2 -> t = 0.2333 / (0.0577 / sqrt 3) = 7.0, df 2 -> p = 0.0198
+    assert row["p_value"] == pytest.approx(0.0198, abs=2e-4)
+    assert row["n_seeds"] == 3
+
+
+# --------------------------------------------------------------------------- paired, best on val
+def test_paired_difference_t_test_and_verdict() -> None:
+    out = paired_difference([0.5, 0.6, 0.7], [0.4, 0.4, 0.6], names=("A", "B"))
+    # differences 0.1, 0.2, 0.1: mean 0.1333, s 0.0577, t 4.0, df 2 -> p 0.0572
+    assert out["n"] == 3 and out["diff"] == pytest.approx(0.13333, abs=1e-4)
+    assert out["p_value"] == pytest.approx(0.0572, abs=5e-4)
+    assert out["verdict"].startswith("not separable (paired t-test, p = 0.057, n = 3)")
+    big = paired_difference([0.9, 0.8, 0.85, 0.95], [0.1, 0.2, 0.1, 0.15], names=("A", "B"))
+    assert big["verdict"].startswith("A > B (paired t-test") and big["p_value"] < 0.001
+    one = paired_difference([0.5], [0.4])
+    assert one["n"] == 1 and math.isnan(one["p_value"]) and "no test" in one["verdict"]
+    # a NaN on either side drops the pair
+    assert paired_difference([0.5, math.nan, 0.7], [0.4, 0.1, 0.5])["n"] == 2
+
+
+def _val_test_disagree() -> pd.DataFrame:
+    """Config ``good_val`` wins on val, ``good_test`` wins on test and unseen."""
+    parts = []
+    for models, good_val, good_test in (("val", 0.6, 0.4), ("seen", 0.3, 0.7),
+                                        ("unseen", 0.2, 0.5)):
+        parts.append(_long({("good_val", "ce", s, "finetuned"): good_val + 0.01 * s
+                            for s in range(3)}
+                           | {("good_test", "ce", s, "finetuned"): good_test + 0.02 * s
+                              for s in range(3)}, models=models))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_best_configuration_is_chosen_on_val_not_on_test() -> None:
+    long = _val_test_disagree()
     comparison = compare_configurations(long)
-    best = best_configuration(comparison, [{"metric": "mean_average_precision_at_r",
-                                            "models": "unseen"}]).iloc[0]
-    # vit and a_tie both average 0.61: vit wins on more seeds
-    assert best["model"] == "vit" and best["mean"] == pytest.approx(0.61)
-    assert best["runner_up"].startswith("a_tie") and best["margin"] == pytest.approx(0.0)
-    assert best["separable"] is False or best["separable"] == False  # noqa: E712
-    assert best["n_configs"] == 3
-
-    long2 = _long({("r18", "ce", s, "finetuned"): 0.1 + 0.001 * s for s in range(3)}
-                  | {("vit", "ce", s, "finetuned"): 0.9 + 0.001 * s for s in range(3)})
-    best2 = best_configuration(compare_configurations(long2),
-                               [{"metric": "mean_average_precision_at_r", "models": "unseen"},
-                                {"metric": "ari", "models": "unseen"}])
-    assert best2.iloc[0]["model"] == "vit" and bool(best2.iloc[0]["separable"]) is True
-    assert pd.isna(best2.iloc[1]["configuration"]) and best2.iloc[1]["n_configs"] == 0
+    best = best_by_val(long, comparison, "mean_average_precision_at_r")
+    assert set(best["model"]) == {"good_val"}  # the val winner, although test says otherwise
+    assert best["val_mean"].iloc[0] == pytest.approx(0.61)
+    assert best["runner_up"].iloc[0].startswith("good_test")
+    # quoted numbers are the chosen configuration's test (seen) and unseen ones
+    quoted = best.set_index("models")["mean"]
+    assert quoted["seen"] == pytest.approx(0.31) and quoted["unseen"] == pytest.approx(0.21)
+    assert best["n"].eq(3).all() and best["rule"].iloc[0].startswith("highest mean val MAP@R")
+    # val difference 0.6+0.01s - (0.4+0.02s): 0.2, 0.19, 0.18, paired t-test over 3 seeds
+    assert best["val_diff"].iloc[0] == pytest.approx(0.19)
+    assert "paired t-test" in best["val_verdict"].iloc[0] and "n = 3" in best["val_verdict"].iloc[0]
 
 
-def test_best_configuration_alphabetical_tie_break() -> None:
-    long = _long({("zeta", "ce", 0, "finetuned"): 0.5, ("alpha", "ce", 0, "finetuned"): 0.5})
-    best = best_configuration(compare_configurations(long),
-                              [{"metric": "mean_average_precision_at_r"}]).iloc[0]
-    assert best["model"] == "alpha"
+def test_best_configuration_ties_and_no_val() -> None:
+    long = _long({("zeta", "ce", 0, "finetuned"): 0.5, ("alpha", "ce", 0, "finetuned"): 0.5},
+                 models="val")
+    best = best_by_val(long, compare_configurations(long), "mean_average_precision_at_r")
+    assert best["model"].iloc[0] == "alpha"  # alphabetical tie break
+    assert "one replicate" in best["val_verdict"].iloc[0]
+    no_val = _long({("zeta", "ce", 0, "finetuned"): 0.5})
+    assert best_by_val(no_val, compare_configurations(no_val), "mean_average_precision_at_r").empty
+
+
+def test_factor_claim_paired_by_seed_and_matched_on_other_factors() -> None:
+    # views claim: front+rear vs front, matched on (model, loss) and seed
+    fr = _long({("r18", "ce", s, "finetuned"): 0.5 + 0.1 * s for s in range(3)}
+               | {("vit", "ce", s, "finetuned"): 0.3 for s in range(3)}, views="front+rear")
+    f = _long({("r18", "ce", s, "finetuned"): 0.4 + 0.1 * s for s in range(3)}
+              | {("vit", "ce", s, "finetuned"): 0.3 for s in range(3)}
+              | {("vit", "arc", 0, "finetuned"): 0.9}, views="front")  # unmatched: ignored
+    claims = [{"name": "front+rear vs front", "factor": "views", "a": ["front+rear"],
+               "b": ["front"]},
+              {"name": "ResNet50 vs ViT-B/32", "factor": "model", "a": ["resnet50"],
+               "b": ["vit"]}]
+    out = factor_claims(pd.concat([fr, f]), claims, ["mean_average_precision_at_r"])
+    row = out[out["claim"] == "front+rear vs front"].iloc[0]
+    # per seed: mean over (r18: +0.1, vit: 0) = 0.05 -> constant difference, 3 seeds
+    assert row["n"] == 3 and row["n_matched_configs"] == 2
+    assert row["diff"] == pytest.approx(0.05) and row["models"] == "unseen"
+    missing = out[out["claim"] == "ResNet50 vs ViT-B/32"]
+    assert len(missing) == 1 and pd.isna(missing["n"].iloc[0])
+    assert "resnet50" in missing["status"].iloc[0]
 
 
 # --------------------------------------------------------------------------- tidy + summary
@@ -197,9 +268,28 @@ def test_run_summary_one_row_per_run_and_source() -> None:
     assert list(summary.columns[:6]) == ["variant", "model", "loss", "views", "seed", "source"]
 
 
+def test_nmi_is_not_a_headline_column() -> None:
+    from compcars_kedro.reporting import builders
+    from compcars_kedro.reporting.params import reporting_params
+    from compcars_kedro.reporting.report import headline_table
+
+    assert "nmi" not in reporting_params({}).metrics.clustering
+    tables, _ = builders.build_tables(training_history(), retrieval_metrics(),
+                                      clustering_metrics(), {"headline": HEADLINE})
+    assert "nmi" not in set(tables["metrics_long"]["metric"])
+    assert not any("nmi" in c for c in tables["run_summary"].columns)
+    table = headline_table(tables["comparison"], dict(model="vitb32", loss="ce",
+                                                      views="front+rear"))
+    assert list(table.columns) == ["models", "source", "ARI", "AMI", "noise fraction", "MAP@R",
+                                   "n"]
+    assert len(table) == 4  # seen / unseen x baseline / fine-tuned
+
+
 def test_clustering_methods_lists_every_method() -> None:
     out = clustering_methods(clustering_metrics())
     assert len(out) == 2 * 2 * 2 * 2  # sources x models x modes x clusterers (reducer pca)
     assert out["n_runs"].eq(4).all()
     assert out.loc[out["clusterer"] == "kmeans", "uses_true_k"].all()
     assert not out.loc[out["clusterer"] == "hdbscan", "uses_true_k"].any()
+    assert out.loc[out["clusterer"] == "kmeans", "label"].str.startswith("reference").all()
+    assert out.loc[out["clusterer"] == "hdbscan", "label"].eq("").all()

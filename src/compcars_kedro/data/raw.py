@@ -7,20 +7,31 @@ Two inputs are supported:
 * a generic manifest CSV with columns ``image_path, label`` and optional ``x0 y0 x1 y1``
   (0-based, half-open pixels), ``viewpoint`` and ``make``.
 
-Bounding boxes in the manifest are always **0-based, half-open** pixel coordinates.
+Bounding boxes in the manifest are always **0-based, half-open** pixel coordinates of the image
+*as displayed*, i.e. after its EXIF orientation is applied (``width``/``height`` are displayed
+sizes too, and ``exif_rotated`` says whether the stored pixels are rotated/flipped).
 CompCars labels are 1-based inclusive, so ``(x1, y1, x2, y2)`` becomes ``(x1-1, y1-1, x2, y2)``.
+
+Per-file problems never abort parsing: they are recorded in ``input_reason`` / ``input_detail``
+(or ``label_error``) and become rows of ``rejected_images`` in ``validate_images``. Paths (CSV
+rows, symlinks under ``image/``) that resolve outside the collection's folder are never opened.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from compcars_kedro.data.imaging import displayed_size
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +48,10 @@ VIEWPOINT_NAMES = set(VIEWPOINTS.values())
 MANIFEST_COLUMNS = [
     "image_id", "path", "exists", "has_label", "make_id", "model_id", "year",
     "viewpoint_code", "viewpoint", "x0", "y0", "x1", "y1", "width", "height",
-    "make", "model", "type", "official_split", "label_error",
+    "make", "model", "type", "official_split", "label_error", "exif_rotated", "input_reason",
+    "input_detail",
 ]
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
 
 @dataclass(frozen=True)
@@ -80,15 +93,23 @@ class Label:
 
 
 def parse_label_text(text: str) -> Label:
-    """Parse a CompCars label file (viewpoint, box count, ``x1 y1 x2 y2``), tolerating CRLF."""
+    """Parse a CompCars label file (viewpoint, box count, ``x1 y1 x2 y2``), tolerating CRLF.
+
+    The box count (line 2) must equal the number of box lines and be 1 (one car per image).
+    """
     lines = [ln.strip() for ln in text.replace("\r", "").split("\n") if ln.strip()]
     if len(lines) < 3:
         return Label(None, None, f"expected 3 lines, got {len(lines)}")
     try:
         code = int(lines[0])
+        count = int(lines[1])
         coords = tuple(int(round(float(v))) for v in lines[2].split())
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         return Label(None, None, f"unparsable label: {exc}")
+    if count != len(lines) - 2:
+        return Label(code, None, f"box count {count} but {len(lines) - 2} box line(s)")
+    if count != 1:
+        return Label(code, None, f"{count} boxes; one box per image is supported")
     if len(coords) != 4:
         return Label(code, None, f"expected 4 bbox values, got {len(coords)}")
     return Label(code, coords)  # type: ignore[arg-type]
@@ -139,13 +160,58 @@ def _image_id(rel_path: str) -> str:
     return f"{Path(rel_path).stem}-{digest}"
 
 
-def _image_size(path: Path) -> tuple[float, float]:
-    """Header-only read (no decoding); NaN when the file is not an image."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """Displayed size from the file header (no pixel is decoded)."""
+
+    width: float = float("nan")
+    height: float = float("nan")
+    exif_rotated: bool = False
+    error: tuple[str, str] | None = None  # (reject reason, detail)
+
+
+def read_header(path: Path) -> ImageHeader:
+    """Header-only read: displayed size (EXIF orientation applied); NaN when not an image.
+
+    A file Pillow refuses as a decompression bomb is reported as ``decompression_bomb``.
+    """
     try:
-        with Image.open(path) as img:
-            return float(img.width), float(img.height)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides
+            with Image.open(path) as img:
+                (w, h), rotated = displayed_size(img)
+    except Image.DecompressionBombError as exc:
+        return ImageHeader(error=("decompression_bomb", str(exc)[:200]))
     except Exception:  # noqa: BLE001 - any unreadable header is recorded downstream
-        return float("nan"), float("nan")
+        return ImageHeader()
+    return ImageHeader(float(w), float(h), rotated)
+
+
+def _inside(path: Path, real_root: Path) -> bool:
+    """True when ``path`` (symlinks resolved) lies inside ``real_root`` (already resolved)."""
+    return path.resolve().is_relative_to(real_root)
+
+
+def _walk_images(image_root: Path, real_root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """(files, broken symlinks, symlinks leaving the root) under ``image_root``; links not followed."""
+    files, broken, outside = [], [], []
+    for dirpath, dirnames, filenames in os.walk(image_root):  # followlinks=False
+        for name in dirnames:
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                if _inside(p, real_root):
+                    logger.warning("not following symlinked folder %s (inside the root)", p)
+                else:
+                    outside.append(p)
+        for name in filenames:
+            p = Path(dirpath) / name
+            if p.is_symlink() and not _inside(p, real_root):
+                outside.append(p)
+            elif p.is_file():
+                files.append(p)
+            else:
+                broken.append(p)
+    return sorted(files), sorted(broken), sorted(outside)
 
 
 def parse_compcars(root: Path) -> pd.DataFrame:
@@ -162,16 +228,25 @@ def parse_compcars(root: Path) -> pd.DataFrame:
     for split in ("train", "test"):
         f = split_dir / f"{split}.txt"
         if f.exists():
-            for line in f.read_text().splitlines():
+            for line in f.read_text(encoding="utf-8-sig", errors="replace").splitlines():
                 if line.strip():
                     official[line.strip()] = split
 
     rows: list[dict] = []
     seen: set[str] = set()
-    for f in sorted(p for p in image_root.rglob("*") if p.is_file()):
+    real_root = root.resolve()
+    files, broken, outside = _walk_images(image_root, real_root)
+    for f in files:
         rel_img = f.relative_to(image_root).as_posix()
         seen.add(rel_img)
         rows.append(_compcars_row(root, rel_img, exists=True, label_root=label_root))
+    for f, reason, detail in [(f, "missing_file", "broken symlink") for f in broken] + [
+            (f, "path_outside_root", f"symlink to {f.resolve()} leaves {real_root}; not followed")
+            for f in outside]:
+        rel_img = f.relative_to(image_root).as_posix()
+        seen.add(rel_img)
+        rows.append({**_compcars_row(root, rel_img, exists=False, label_root=None),
+                     "exists": True, "input_reason": reason, "input_detail": detail})
     for rel_img in sorted(set(official) - seen):
         rows.append(_compcars_row(root, rel_img, exists=False, label_root=label_root))
 
@@ -187,14 +262,30 @@ def parse_compcars(root: Path) -> pd.DataFrame:
     return _finish(df)
 
 
-def _compcars_row(root: Path, rel_img: str, *, exists: bool, label_root: Path) -> dict:
+def _read_label(root: Path, label_file: Path) -> Label | None:
+    """Parse one label file (``utf-8-sig``); every error is returned with the file's path."""
+    rel = label_file.relative_to(root).as_posix() if label_file.is_relative_to(root) else label_file
+    if not label_file.exists() and not label_file.is_symlink():
+        return None
+    try:
+        if not _inside(label_file, root.resolve()):
+            return Label(None, None, f"{rel}: symlink leaves the root, not followed")
+        label = parse_label_text(label_file.read_text(encoding="utf-8-sig"))
+    except Exception as exc:  # noqa: BLE001 - recorded per file, never aborts the run
+        return Label(None, None, f"{rel}: {type(exc).__name__}: {exc}"[:300])
+    return Label(label.viewpoint_code, label.bbox_1based,
+                 f"{rel}: {label.error}" if label.error else None)
+
+
+def _compcars_row(root: Path, rel_img: str, *, exists: bool, label_root: Path | None) -> dict:
     parts = rel_img.split("/")
     make_id = int(parts[0]) if len(parts) == 4 and parts[0].isdigit() else None
     model_id = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
     year = parts[2] if len(parts) == 4 else None
-    label_file = label_root / (str(Path(rel_img).with_suffix("")) + ".txt")
-    label = parse_label_text(label_file.read_text()) if label_file.exists() else None
-    width, height = _image_size(root / "image" / rel_img) if exists else (np.nan, np.nan)
+    label = None
+    if label_root is not None:
+        label = _read_label(root, label_root / (str(Path(rel_img).with_suffix("")) + ".txt"))
+    header = read_header(root / "image" / rel_img) if exists else ImageHeader()
     bbox = bbox_1based_to_0based(label.bbox_1based) if label and label.bbox_1based else None
     return {
         "image_id": _image_id(rel_img),
@@ -210,55 +301,128 @@ def _compcars_row(root: Path, rel_img: str, *, exists: bool, label_root: Path) -
         "y0": bbox[1] if bbox else np.nan,
         "x1": bbox[2] if bbox else np.nan,
         "y1": bbox[3] if bbox else np.nan,
-        "width": width,
-        "height": height,
+        "width": header.width,
+        "height": header.height,
         "label_error": label.error if label else None,
+        "exif_rotated": header.exif_rotated,
+        "input_reason": header.error[0] if header.error else None,
+        "input_detail": header.error[1] if header.error else None,
     }
 
 
-def parse_manifest_csv(csv_path: Path) -> pd.DataFrame:
-    """Generic input: ``image_path,label[,x0,y0,x1,y1][,viewpoint][,make]`` (paths relative to the CSV)."""
-    src = pd.read_csv(csv_path)
+MANIFEST_CSV_FORMAT = "image_path,label[,x0,y0,x1,y1][,viewpoint][,make][,year]"
+
+
+def parse_manifest_csv(csv_path: Path, *, allow_absolute_paths: bool = False) -> pd.DataFrame:
+    """Generic input: ``image_path,label[,x0,y0,x1,y1][,viewpoint][,make]`` (paths relative to the CSV).
+
+    Per-row problems become rejected rows (first matching reason): a path that resolves
+    (symlinks included) outside the CSV's folder -> ``path_outside_root`` (absolute paths are
+    accepted only with ``allow_absolute_paths``); the same file listed again -> ``duplicate_path``
+    (the first row is kept); an empty or blank label -> ``missing_label``; a box cell that is not a
+    finite number, or a partly empty box -> ``label_error`` naming the column. Empty box cells
+    mean the whole image. A CSV without rows or without any label is an error.
+    """
+    try:
+        src = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"manifest CSV {csv_path} is empty; expected a header "
+                         f"{MANIFEST_CSV_FORMAT!r} and one row per image") from None
+    src.columns = [str(c).strip() for c in src.columns]
     missing = {"image_path", "label"} - set(src.columns)
     if missing:
         raise ValueError(f"manifest CSV {csv_path} lacks required column(s) {sorted(missing)}")
-    base = csv_path.parent
-    has_bbox = {"x0", "y0", "x1", "y1"} <= set(src.columns)
-    rows = []
-    labels = sorted(src["label"].astype(str).str.strip().unique())
+    if src.empty:
+        raise ValueError(f"manifest CSV {csv_path} has a header but no rows; expected one row per "
+                         f"image ({MANIFEST_CSV_FORMAT})")
+    box_cols = [k for k in BOX_COLUMNS if k in src.columns]
+    if box_cols and len(box_cols) != 4:
+        raise ValueError(f"manifest CSV {csv_path} has box column(s) {box_cols} but not all of "
+                         f"{list(BOX_COLUMNS)}")
+    src = src.apply(lambda col: col.str.strip())
+    labels = sorted(set(src["label"]) - {""})
+    if not labels:
+        raise ValueError(f"manifest CSV {csv_path}: every label is empty")
     label_ids = {name: i + 1 for i, name in enumerate(labels)}
-    for rec in src.to_dict("records"):
-        rel = str(rec["image_path"]).strip()
-        exists = (base / rel).is_file()
-        width, height = _image_size(base / rel) if exists else (np.nan, np.nan)
-        view = str(rec.get("viewpoint", "front")).strip() if "viewpoint" in src else "front"
-        code = next((c for c, n in VIEWPOINTS.items() if n == view), 99)
-        label = str(rec["label"]).strip()
-        bbox = (
-            tuple(rec[k] for k in ("x0", "y0", "x1", "y1"))
-            if has_bbox and not any(pd.isna(rec[k]) for k in ("x0", "y0", "x1", "y1"))
-            else (0, 0, width, height)
-        )
+    base, real_base = csv_path.parent, csv_path.parent.resolve()
+    first_line: dict[Path, int] = {}
+    rows = []
+    for n, rec in enumerate(src.to_dict("records")):
+        line = n + 2  # line number in the CSV (the header is line 1)
+        rel, label = rec["image_path"], rec["label"]
+        reason, detail = _manifest_path_problem(rel, base, real_base, allow_absolute_paths,
+                                                first_line, line)
+        exists = reason is None and (base / rel).is_file()
+        if reason is None and not exists:
+            reason, detail = "missing_file", f"line {line}: {rel} not found"
+        header = read_header(base / rel) if exists else ImageHeader()
+        if reason is None and header.error:
+            reason, detail = header.error
+        if reason is None and not label:
+            reason, detail = "missing_label", f"line {line}: empty or blank label"
+        bbox, box_error = _manifest_box(rec, box_cols, header.width, header.height)
+        view = rec.get("viewpoint", "front") if "viewpoint" in src else "front"
         rows.append({
-            "image_id": _image_id(rel),
+            "image_id": _image_id(rel if reason != "duplicate_path" else f"{rel}#line{line}"),
             "rel_image": rel,
             "path": rel,
             "exists": exists,
-            "has_label": True,
+            "has_label": bool(label),
             "make_id": None,
-            "model_id": label_ids[label],
-            "year": str(rec.get("year", "unknown")) if "year" in src else "unknown",
-            "viewpoint_code": code,
+            "model_id": label_ids.get(label),
+            "year": rec.get("year") or "unknown",
+            "viewpoint_code": next((c for c, n in VIEWPOINTS.items() if n == view), 99),
             "x0": bbox[0], "y0": bbox[1], "x1": bbox[2], "y1": bbox[3],
-            "width": width,
-            "height": height,
-            "make": str(rec.get("make", "unknown")).strip() if "make" in src else "unknown",
-            "model": label,
+            "width": header.width,
+            "height": header.height,
+            "make": rec.get("make") or "unknown",
+            "model": label or None,
             "type": "unknown",
             "official_split": None,
-            "label_error": None,
+            "label_error": f"line {line}: {box_error}" if box_error else None,
+            "exif_rotated": header.exif_rotated,
+            "input_reason": reason,
+            "input_detail": detail,
         })
     return _finish(pd.DataFrame(rows))
+
+
+def _manifest_path_problem(rel: str, base: Path, real_base: Path, allow_absolute: bool,
+                           first_line: dict[Path, int], line: int) -> tuple[str | None, str | None]:
+    """``(reason, detail)`` when a CSV path is empty, leaves the CSV's folder or repeats a file."""
+    if not rel:
+        return "missing_file", f"line {line}: empty image_path"
+    path = Path(rel)
+    resolved = (base / path).resolve()
+    if not resolved.is_relative_to(real_base) and not (path.is_absolute() and allow_absolute):
+        hint = (" (absolute paths need data_engineering.allow_absolute_paths: true)"
+                if path.is_absolute() else "")
+        return ("path_outside_root",
+                f"line {line}: {rel} resolves to {resolved}, outside {real_base}{hint}")
+    if resolved in first_line:
+        return "duplicate_path", f"line {line}: same file as line {first_line[resolved]} (kept)"
+    first_line[resolved] = line
+    return None, None
+
+
+def _manifest_box(rec: dict[str, str], box_cols: list[str], width: float,
+                  height: float) -> tuple[tuple[float, ...], str | None]:
+    """Box of a CSV row (empty cells: the whole image) and the error naming a bad column."""
+    cells = {k: rec[k] for k in box_cols}
+    if not any(cells.values()):
+        return (0.0, 0.0, width, height), None
+    values, problems = [], []
+    for key, cell in cells.items():
+        try:
+            value = float(cell)
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value):
+            problems.append(f"{key}={cell!r}" + (" is empty" if not cell else " is not a finite number"))
+        values.append(value)
+    if problems:
+        return (np.nan,) * 4, "box column " + ", ".join(problems)
+    return tuple(values), None
 
 
 def _finish(df: pd.DataFrame) -> pd.DataFrame:
@@ -272,4 +436,8 @@ def _finish(df: pd.DataFrame) -> pd.DataFrame:
     for col in ("make", "model", "type"):
         df[col] = df[col].astype("string").str.strip()
     df["year"] = df["year"].astype("string")
+    for col in ("input_reason", "input_detail", "label_error"):
+        df[col] = df[col].astype("string") if col in df else pd.Series(pd.NA, df.index, "string")
+    df["exif_rotated"] = df["exif_rotated"].fillna(False).astype(bool) if "exif_rotated" in df \
+        else False
     return df[MANIFEST_COLUMNS].sort_values("path", kind="stable").reset_index(drop=True)

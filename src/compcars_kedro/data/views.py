@@ -44,6 +44,37 @@ def sample_table(crops: CropsStore, pairs: pd.DataFrame, views: list[str], split
     return table[cols].sort_values("sample_id").reset_index(drop=True)
 
 
+def with_splits(crops: CropsStore, image_splits: pd.DataFrame | None) -> CropsStore:
+    """The crops store with its ``split`` column taken from ``image_splits`` (no pixel copied).
+
+    The crops store holds every kept image; which split an image belongs to is decided by the
+    split table, so an experiment can use another split seed without re-cropping. ``None``
+    keeps the split the store was cropped with.
+    """
+    if image_splits is None:
+        return crops
+    from compcars_kedro.data.fingerprint import RERUN_DATA, SOURCE_KEY, SPLIT_KEY, fingerprints_of
+
+    # same validated images (source fingerprint); the split fingerprint becomes the table's
+    ours, theirs = fingerprints_of(crops), fingerprints_of(image_splits)
+    if ours.get(SOURCE_KEY) and theirs.get(SOURCE_KEY) and ours[SOURCE_KEY] != theirs[SOURCE_KEY]:
+        raise ValueError(f"crops ({SOURCE_KEY}={ours[SOURCE_KEY]}) and the split table "
+                         f"({theirs[SOURCE_KEY]}) come from different validated image sets; "
+                         f"rebuild a consistent set with `{RERUN_DATA}`")
+    split = image_splits.set_index("image_id")["split"]
+    missing = split.index.difference(pd.Index(crops.index["image_id"]))
+    if len(missing):
+        raise KeyError(f"{len(missing)} images of the split table are not in the crops store "
+                       f"(e.g. {missing[0]}); rerun data_engineering (kedro run --pipelines "
+                       "data_engineering) so crops and splits come from the same kept images")
+    index = crops.index.assign(split=crops.index["image_id"].map(split).fillna("").to_numpy())
+    meta = {k: v for k, v in crops.meta.items() if k not in ("data_fingerprints", SPLIT_KEY)}
+    meta.update({k: v for k, v in ours.items() if k != SPLIT_KEY})
+    if theirs.get(SPLIT_KEY):
+        meta[SPLIT_KEY] = theirs[SPLIT_KEY]
+    return CropsStore(images=crops.images, index=index, meta=meta)
+
+
 def label_map(classes: pd.Series) -> dict[str, int]:
     """Deterministic class id -> integer label (sorted class ids)."""
     return {c: i for i, c in enumerate(sorted(pd.unique(classes)))}

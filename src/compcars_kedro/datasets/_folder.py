@@ -3,15 +3,132 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
+import socket
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 from kedro.io.core import AbstractVersionedDataset, Version
 
+logger = logging.getLogger(__name__)
+
 FAILED_FILE = "failed.json"
+#: written first into every ``.partial`` folder: who is writing it (host, pid, process start)
+OWNER_FILE = ".owner.json"
+#: a partial folder without an owner file (older code, or a save between mkdir and the owner
+#: write) is stale after this many seconds; one owned by another host after ``FOREIGN_STALE_S``
+UNOWNED_STALE_S = 60.0
+FOREIGN_STALE_S = 24 * 3600.0
+#: rows per block when an array is converted while it is written
+_NPY_BLOCK_BYTES = 64 << 20
 _DI = TypeVar("_DI")
 _DO = TypeVar("_DO")
+
+
+def write_npy(path: Path, data: Any, dtype: Any = None) -> None:
+    """Write ``data`` as the ``.npy`` file ``path`` without holding a second copy in memory.
+
+    ``data`` is an array, or a lazy producer with ``write_npy(path)`` (e.g. a ``CropPlan``),
+    which streams itself. An array that already has the target dtype and is C-contiguous goes
+    through ``np.save``; any other (a view, another dtype, a memmap) is converted block by
+    block into ``numpy.lib.format.open_memmap``.
+    """
+    if hasattr(data, "write_npy"):
+        data.write_npy(path)
+        return
+    arr = np.asanyarray(data)
+    target = np.dtype(dtype) if dtype is not None else arr.dtype
+    if (arr.dtype == target and arr.flags.c_contiguous and not isinstance(arr, np.memmap)) \
+            or arr.size == 0:
+        np.save(path, np.ascontiguousarray(arr, dtype=target))
+        return
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=target, shape=arr.shape)
+    rows = max(1, _NPY_BLOCK_BYTES // max(1, arr[0].nbytes if arr.ndim else arr.nbytes))
+    for start in range(0, len(arr), rows):
+        out[start:start + rows] = arr[start:start + rows]
+    out.flush()
+    del out
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of ``pid`` (clock ticks since boot, Linux ``/proc``); None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]  # state, starttime (field 22)
+
+
+def _owner_record() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "start": _process_start(os.getpid()), "time": time.time()}
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    pid = int(owner["pid"])
+    if Path("/proc/self/stat").exists():
+        start = _process_start(pid)
+        return start is not None and (owner.get("start") in (None, start))
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale_partial(folder: Path, now: float | None = None) -> bool:
+    """Whether a ``.partial`` folder was left by a save that can no longer finish.
+
+    Stale: its owner (host, pid, process start time) is this host's and no longer runs; or it
+    has no readable owner file and is older than :data:`UNOWNED_STALE_S`; or its owner is
+    another host and it is older than :data:`FOREIGN_STALE_S` (shared filesystems).
+    """
+    now = time.time() if now is None else now
+    try:
+        age = now - folder.stat().st_mtime
+    except OSError:
+        return False  # gone already
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return age > UNOWNED_STALE_S
+    if owner.get("host") == socket.gethostname():
+        return not _owner_alive(owner)
+    return now - float(owner.get("time", now)) > FOREIGN_STALE_S
+
+
+def _drop_partial(folder: Path, root: Path) -> None:
+    """Remove a ``.partial`` folder and its version folder when that is left empty."""
+    shutil.rmtree(folder, ignore_errors=True)
+    parent = folder.parent
+    try:
+        if parent != root.parent and not any(parent.iterdir()):
+            parent.rmdir()  # the version folder of a save that never finished
+    except OSError:  # another process is using it
+        pass
+
+
+def remove_stale_partials(path: Path, name: str) -> list[Path]:
+    """Remove stale ``<name>.partial`` folders of a dataset rooted at ``path`` (all versions)."""
+    candidates = [path.with_name(name + ".partial")] if path.name == name else []
+    if path.is_dir():
+        candidates += sorted(path.glob(f"*/{name}.partial"))
+    removed = []
+    for folder in candidates:
+        if folder.is_dir() and is_stale_partial(folder):
+            _drop_partial(folder, path)
+            removed.append(folder)
+    if removed:
+        logger.warning("removed %d stale partial folder(s) left by an interrupted save: %s",
+                       len(removed), ", ".join(str(p) for p in removed))
+    return removed
 
 
 class VersionedFolderDataset(AbstractVersionedDataset[_DI, _DO], Generic[_DI, _DO]):
@@ -19,7 +136,9 @@ class VersionedFolderDataset(AbstractVersionedDataset[_DI, _DO], Generic[_DI, _D
 
     Subclasses implement ``_write(folder, data)`` and ``_read(folder)``. Saving writes to a
     temporary sibling folder first and renames it, so a crash never leaves a half-written version
-    that a later load would pick up.
+    that a later load would pick up. The temporary folder records its owner (host, pid); the
+    next save of the dataset removes the ``.partial`` folders of owners that died
+    (:func:`remove_stale_partials`).
     """
 
     def __init__(self, *, path: str, version: Version | None = None,
@@ -46,16 +165,24 @@ class VersionedFolderDataset(AbstractVersionedDataset[_DI, _DO], Generic[_DI, _D
 
     def save(self, data: _DI) -> None:
         target = Path(self._get_save_path().as_posix())
+        root = Path(self._filepath.as_posix())
+        remove_stale_partials(root, root.name)
         tmp = target.with_name(target.name + ".partial")
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
+        (tmp / OWNER_FILE).write_text(json.dumps(_owner_record()))
         from compcars_kedro.grid import VariantFailed
 
-        if isinstance(data, VariantFailed):
-            (tmp / FAILED_FILE).write_text(json.dumps(data.to_json(), indent=2))
-        else:
-            self._write(tmp, data)
+        try:
+            if isinstance(data, VariantFailed):
+                (tmp / FAILED_FILE).write_text(json.dumps(data.to_json(), indent=2))
+            else:
+                self._write(tmp, data)
+        except BaseException:
+            _drop_partial(tmp, root)  # a failed save leaves nothing behind
+            raise
+        (tmp / OWNER_FILE).unlink(missing_ok=True)  # a writer may have swapped the folder
         if target.exists():  # unversioned overwrite
             shutil.rmtree(target)
         tmp.rename(target)

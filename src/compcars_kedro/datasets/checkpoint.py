@@ -13,7 +13,7 @@ class CheckpointDataset(VersionedFolderDataset[Checkpoint, Checkpoint]):
     """A training checkpoint as a versioned folder (safetensors weights, JSON config/state)."""
 
     def _write(self, folder: Path, data: Checkpoint) -> None:
-        save_checkpoint(data, folder)
+        save_checkpoint(data, folder, atomic=False)  # folder: the dataset's private .partial
 
     def _read(self, folder: Path) -> Checkpoint:
         return load_checkpoint(folder)

@@ -2,6 +2,13 @@
 
 Training reads the array through ``np.load(mmap_mode="r")``: no JPEG is decoded after the
 data_engineering pipeline, and workers share the OS page cache instead of copies.
+
+Saving streams: the ``crop_images`` node returns a store whose ``images`` is a
+:class:`~compcars_kedro.data.imaging.CropPlan` (what to crop), and :meth:`CropsStoreDataset.save`
+executes it, the workers writing crops straight into ``images.npy`` inside the version's
+``.partial`` folder, which is renamed into place only when every crop is written. Peak memory
+therefore does not depend on the number of images. A store holding a ready array (tests,
+other producers) is written with ``np.save`` as before.
 """
 
 from __future__ import annotations
@@ -14,14 +21,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compcars_kedro.datasets._folder import VersionedFolderDataset
+from compcars_kedro.data.imaging import CropPlan
+from compcars_kedro.datasets._folder import VersionedFolderDataset, write_npy
 
 
 @dataclass
 class CropsStore:
-    """Crops (``images``) and their index (one row per image, row ``i`` <-> ``images[i]``)."""
+    """Crops (``images``) and their index (one row per image, row ``i`` <-> ``images[i]``).
 
-    images: np.ndarray
+    ``images`` is an array (a memmap once loaded) or, straight out of ``crop_images``, a lazy
+    :class:`CropPlan` that the dataset's save executes.
+    """
+
+    images: np.ndarray | CropPlan
     index: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -62,7 +74,7 @@ class CropsStoreDataset(VersionedFolderDataset[CropsStore, CropsStore]):
         self._mmap = mmap
 
     def _write(self, folder: Path, data: CropsStore) -> None:
-        np.save(folder / "images.npy", np.ascontiguousarray(data.images))
+        write_npy(folder / "images.npy", data.images)  # a CropPlan streams its crops here
         data.index.reset_index(drop=True).to_parquet(folder / "index.parquet", index=False)
         (folder / "meta.json").write_text(json.dumps(data.meta, indent=2, default=str))
 

@@ -1,21 +1,64 @@
-"""Versioned embedding arrays: ``embeddings.npy`` (float32, L2-normalised) + ``index.parquet``."""
+"""Versioned embedding arrays: ``embeddings.npy`` (float32, L2-normalised) + ``index.parquet``.
+
+Written like the crops store: ``vectors`` may be a ready array (written without a second copy,
+converted to float32 block by block when needed) or a lazy producer with ``write_npy(path)``
+that streams into the version's ``.partial`` folder, e.g. :class:`EmbeddingPlan`, which runs
+:func:`~compcars_kedro.training.loop.extract_embeddings` straight into a
+``numpy.lib.format.open_memmap`` of the output file.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from compcars_kedro.datasets._folder import VersionedFolderDataset
+from compcars_kedro.datasets._folder import VersionedFolderDataset, write_npy
+
+
+@dataclass(eq=False)
+class EmbeddingPlan:
+    """Embeddings still to compute: ``model.embed`` of every sample of ``data``, written by
+    :meth:`write_npy` straight into the output file (``extract_embeddings(out=memmap)``)."""
+
+    model: Any = field(repr=False)
+    data: Any = field(repr=False)
+    batch_size: int = 256
+    device: Any = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.data), int(self.model.embedding_dim))
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def write_npy(self, path: Path) -> None:
+        from compcars_kedro.training.loop import extract_embeddings
+
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=self.shape)
+        extract_embeddings(self.model, self.data, batch_size=self.batch_size, device=self.device,
+                           out=out, **self.options)
+        out.flush()
+        del out
 
 
 @dataclass
 class EmbeddingSet:
-    """Embeddings (one row per sample) and the sample table (ids, labels, make, model, views)."""
+    """Embeddings (one row per sample) and the sample table (ids, labels, make, model, views).
 
-    vectors: np.ndarray
+    ``vectors`` is an array, or an :class:`EmbeddingPlan` (computed when the set is saved).
+    """
+
+    vectors: np.ndarray | EmbeddingPlan
     index: pd.DataFrame
 
     def __post_init__(self) -> None:
@@ -33,7 +76,7 @@ class EmbeddingsDataset(VersionedFolderDataset[EmbeddingSet, EmbeddingSet]):
     """
 
     def _write(self, folder: Path, data: EmbeddingSet) -> None:
-        np.save(folder / "embeddings.npy", np.ascontiguousarray(data.vectors, dtype=np.float32))
+        write_npy(folder / "embeddings.npy", data.vectors, dtype=np.float32)
         data.index.reset_index(drop=True).to_parquet(folder / "index.parquet", index=False)
 
     def _read(self, folder: Path) -> EmbeddingSet:

@@ -19,11 +19,15 @@ from matplotlib.figure import Figure
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.datasets.embeddings import EmbeddingSet
 from compcars_kedro.reporting import analysis, figures
-from compcars_kedro.reporting.clip_layers import clip_layers_points, clip_layers_summary
+from compcars_kedro.reporting.clip_layers import (
+    CLIP_METRICS,
+    clip_layers_points,
+    clip_layers_summary,
+)
+from compcars_kedro.reporting.paired import best_by_val, clip_claims, factor_claims
 from compcars_kedro.reporting.params import ReportingParams, reporting_params
 from compcars_kedro.reporting.tables import (
     RUN_KEYS,
-    best_configuration,
     clustering_methods,
     compare_configurations,
     compare_factors,
@@ -37,6 +41,8 @@ from compcars_kedro.reporting.tables import (
 logger = logging.getLogger(__name__)
 
 Payload = dict[str, Any]
+#: the headline table's metrics (ARI and AMI are shown with the noise fraction)
+HEADLINE_METRICS = ("ari", "ami", "noise_fraction", "mean_average_precision_at_r")
 
 
 def empty_payload(notes: list[str] | None = None) -> Payload:
@@ -70,14 +76,19 @@ def build_tables(history: pd.DataFrame, retrieval: pd.DataFrame, clustering: pd.
     headline, notes = resolve_headline(clustering, p.headline.model_dump())
     long = metrics_long(retrieval, clustering, headline, p.metrics.retrieval, p.metrics.clustering)
     comparison = compare_configurations(long, p.confidence)
+    rule = p.best_configuration
     tables = {
         "metrics_long": long,
         "run_summary": run_summary(long, history),
         "comparison": comparison,
         "factor_comparison": compare_factors(long, p.confidence),
-        "improvement": improvement(long, p.confidence),
-        "best_configuration": best_configuration(
-            comparison, [c.model_dump() for c in p.best_configuration]),
+        "improvement": improvement(long, p.confidence, p.improvement_epsilon, p.alpha),
+        "best_configuration": best_by_val(
+            long, comparison, rule.metric, rule.source,
+            list(dict.fromkeys([*HEADLINE_METRICS, *p.metrics.retrieval])), p.confidence,
+            p.alpha),
+        "claims": factor_claims(long, [c.model_dump() for c in p.claims.comparisons],
+                                p.claims.metrics, p.claims.source, p.confidence, p.alpha),
         "clustering_methods": clustering_methods(clustering, p.confidence),
     }
     n_runs = long[list(RUN_KEYS)].drop_duplicates().shape[0] if not long.empty else 0
@@ -106,9 +117,15 @@ def comparison_figures(comparison: pd.DataFrame, params: ReportingParams | dict[
     """Baseline-vs-fine-tuned bars and the model x loss heatmaps (one per ``views``)."""
     p = reporting_params(params)
     bars = figures.baseline_vs_finetuned(comparison, p.bar_metrics, p.dpi)
-    heat = figures.metric_heatmaps(comparison, p.heatmap_metrics, "finetuned", p.dpi)
     notes = []
-    if not heat:
+    single = comparison.empty or (comparison["model"].nunique() < 2
+                                  and comparison["loss"].nunique() < 2)
+    heat = {} if single else figures.metric_heatmaps(comparison, p.heatmap_metrics, "finetuned",
+                                                     p.dpi)
+    if single:  # a 1 x 1 heatmap says nothing the tables do not
+        heat = {"no_heatmap.png": figures.placeholder_figure(
+            "one backbone and one loss: no model x loss heatmap", p.dpi)}
+    elif not heat:
         heat = {"no_heatmap.png": figures.placeholder_figure("no fine-tuned metric", p.dpi)}
         notes.append("no fine-tuned results: heatmaps omitted")
     metrics = ", ".join(metric_label(m) for m in p.bar_metrics)
@@ -116,7 +133,8 @@ def comparison_figures(comparison: pd.DataFrame, params: ReportingParams | dict[
         "baseline_vs_finetuned.png": f"{metrics} of the baseline (grey, before any training step) "
         "and the fine-tuned model (blue) per configuration, seen (test split) and unseen "
         "models; mean over seeds, error bars = t-interval (absent with one seed)."}, dpi=p.dpi)
-    heat_payload = payload(heat, {name: "Fine-tuned model x loss: "
+    shown = {} if single else heat
+    heat_payload = payload(shown, {name: "Fine-tuned model x loss: "
                                   + ", ".join(metric_label(m) for m in p.heatmap_metrics)
                                   + " (" + name.removeprefix("heatmap_").removesuffix(".png")
                                   + " views)" for name in heat}, dpi=p.dpi)
@@ -279,11 +297,15 @@ def clip_layers_outputs(table: pd.DataFrame | None, params: ReportingParams | di
     if not present:
         return summary, fig, {"figures": [], "notes": [], "present": False}
     points = clip_layers_points(table, p.confidence)
+    claims = clip_claims(table, p.confidence, p.alpha)
+    shown = ", ".join(metric_label(m) for m in CLIP_METRICS if m in table)
     pay = payload({"clip_layers.png": fig}, {"clip_layers.png": (
-        "MAP@R and ARI against the number of trainable CLIP layers, per component; mean over "
-        "seeds, error bars = t-interval.")}, dpi=p.dpi)
+        f"{shown} against the number of trainable CLIP layers, per component (0 = control: "
+        "only the final norm and projection train); mean over seeds, error bars = "
+        "t-interval.")}, dpi=p.dpi)
     pay.update({"present": True, "summary": json.loads(summary.to_json(orient="records")),
-                "points": json.loads(points.to_json(orient="records"))})
+                "points": json.loads(points.to_json(orient="records")),
+                "claims": json.loads(claims.to_json(orient="records"))})
     return summary, fig, pay
 
 

@@ -22,8 +22,10 @@ from matplotlib.figure import Figure
 from compcars_kedro.reporting.figures import clip_layers_figure, placeholder_figure
 from compcars_kedro.reporting.tables import aggregate
 
-CLIP_METRICS: tuple[str, ...] = ("mean_average_precision_at_r", "ari")
-SHORT = {"mean_average_precision_at_r": "map_at_r", "ari": "ari"}
+#: metrics of the study; ``zero_shot_accuracy`` (image-text runs) is the text tower's own score
+CLIP_METRICS: tuple[str, ...] = ("mean_average_precision_at_r", "ari", "zero_shot_accuracy")
+SHORT = {"mean_average_precision_at_r": "map_at_r", "ari": "ari",
+         "zero_shot_accuracy": "zero_shot"}
 SUMMARY_COLUMNS = ["component", "n_runs", "layer_counts",
                    *[f"{c}_{SHORT[m]}" for m in CLIP_METRICS
                      for c in ("pearson_r", "best_layers", "best")]]
@@ -68,7 +70,7 @@ def clip_layers_summary(table: pd.DataFrame | None, confidence: float = 0.95
         return (pd.DataFrame(columns=SUMMARY_COLUMNS),
                 placeholder_figure("no clip_layers table: the CLIP layers study was not run"))
     missing = {"component", "trainable_layers"} - set(table.columns)
-    metrics = [m for m in CLIP_METRICS if m in table.columns]
+    metrics = [m for m in CLIP_METRICS if m in table.columns and table[m].notna().any()]
     if missing or not metrics:
         raise KeyError(f"clip_layers table needs component, trainable_layers and one of "
                        f"{list(CLIP_METRICS)}; missing {sorted(missing) or list(CLIP_METRICS)}")
@@ -81,12 +83,8 @@ def clip_layers_summary(table: pd.DataFrame | None, confidence: float = 0.95
         key = key if isinstance(key, tuple) else (key,)
         row = {**dict(zip(groups, key, strict=True)), "n_runs": len(g),
                "layer_counts": ",".join(str(int(v)) for v in sorted(g["trainable_layers"].unique()))}
-        for metric in CLIP_METRICS:
+        for metric in metrics:
             short = SHORT[metric]
-            if metric not in g:
-                row.update({f"pearson_r_{short}": math.nan, f"best_layers_{short}": math.nan,
-                            f"best_{short}": math.nan})
-                continue
             row[f"pearson_r_{short}"] = pearson_r(g["trainable_layers"], g[metric])
             p = points[(points["metric"] == metric)]
             for col, value in zip(groups, key, strict=True):
@@ -97,7 +95,8 @@ def clip_layers_summary(table: pd.DataFrame | None, confidence: float = 0.95
             row[f"best_{short}"] = float(p["mean"].iloc[0]) if len(p) else math.nan
         rows.append(row)
     summary = pd.DataFrame(rows)
-    summary = summary[[*groups, *[c for c in SUMMARY_COLUMNS if c != "component"]]]
+    summary = summary[[*groups, *[c for c in SUMMARY_COLUMNS
+                                  if c != "component" and c in summary]]]
     plot_points = points.copy()
     if "models" in plot_points:
         plot_points["component"] = plot_points["component"].astype(str) + " (" + \

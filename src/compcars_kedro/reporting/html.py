@@ -23,7 +23,8 @@ h1{font-size:1.7rem;margin:.6rem 0 .2rem}h2{font-size:1.3rem;border-bottom:2px s
      padding-bottom:.2rem;margin-top:2.2rem}h3{font-size:1.05rem;margin:1.2rem 0 .4rem}
 .meta{color:#666;font-size:.85rem}nav.toc{background:#f0f4f8;padding:.6rem 1rem;border-radius:6px;
      font-size:.9rem}nav.toc ol{margin:.2rem 0;columns:2}
-.table-wrap{overflow-x:auto;margin:.4rem 0 1rem}
+.table-wrap{overflow-x:auto;max-width:100%;margin:.4rem 0 1rem}
+section{max-width:100%;overflow-wrap:anywhere}
 table.data{border-collapse:collapse;font-size:.78rem;white-space:nowrap}
 table.data th,table.data td{border:1px solid #ddd;padding:.2rem .45rem;text-align:right}
 table.data th{background:#f0f4f8;position:sticky;top:0;text-align:left}
@@ -36,7 +37,8 @@ figcaption{font-size:.85rem;color:#444;margin-top:.2rem}
 .key{background:#eef6ee;border-left:4px solid #2ca02c;padding:.5rem .9rem;margin:.5rem 0}
 pre{background:#f6f8fa;padding:.8rem;overflow-x:auto;font-size:.75rem;max-height:40rem}
 dl.kv{display:grid;grid-template-columns:max-content auto;gap:.15rem 1rem;font-size:.9rem}
-dl.kv dt{font-weight:600}dl.kv dd{margin:0}
+dl.kv dt{font-weight:600}dl.kv dd{margin:0;min-width:0;overflow-wrap:anywhere}
+p.key{font-size:1.02rem}
 """
 
 
@@ -63,7 +65,7 @@ def key_values(pairs: Sequence[tuple[str, Any]]) -> str:
     return f'<dl class="kv">{body}</dl>'
 
 
-def format_value(value: Any, digits: int = 4) -> str:
+def format_value(value: Any, digits: int = 3) -> str:
     """Numbers with ``digits`` significant digits; NaN / None as an en dash."""
     if value is None:
         return "–"
@@ -91,7 +93,7 @@ def _cell(value: Any, digits: int) -> str:
     return f"<td{cls}>{esc(format_value(value, digits))}</td>"
 
 
-def table(df: pd.DataFrame, digits: int = 4, max_rows: int | None = 500,
+def table(df: pd.DataFrame, digits: int = 3, max_rows: int | None = 500,
           caption: str | None = None, table_id: str | None = None) -> str:
     """An escaped HTML table (index dropped) inside a horizontally scrollable box."""
     if df is None or df.empty:

@@ -23,14 +23,41 @@ class HeadlineParams(StrictModel):
 
 class MetricsParams(StrictModel):
     retrieval: list[str] = ["precision_at_1", "r_precision", "mean_average_precision_at_r"]
-    clustering: list[str] = ["ari", "ami", "nmi", "purity", "pct_pure_clusters", "n_clusters",
-                             "noise_fraction"]
+    clustering: list[str] = ["ari", "ami", "noise_fraction", "purity", "pct_pure_clusters",
+                             "n_clusters"]
 
 
-class Criterion(StrictModel):
-    metric: str
-    models: Literal["seen", "unseen"] = "unseen"
+class SelectionRule(StrictModel):
+    """How "the best configuration" is chosen: the highest mean VAL value of ``metric``.
+
+    Only retrieval metrics exist on val (clustering runs on test and unseen only), so the
+    metric must be one of them; the report then quotes the chosen configuration's test
+    (seen models) and unseen numbers.
+    """
+
+    metric: Literal["precision_at_1", "r_precision", "mean_average_precision_at_r"] = \
+        "mean_average_precision_at_r"
     source: Literal["baseline", "finetuned"] = "finetuned"
+
+
+class Claim(StrictModel):
+    """One claim of the original study: level(s) ``a`` of ``factor`` beat level(s) ``b``."""
+
+    name: str
+    factor: Literal["model", "loss", "views"]
+    a: list[str] = Field(min_length=1)
+    b: list[str] = Field(min_length=1)
+
+
+class ClaimsParams(StrictModel):
+    metrics: list[str] = ["ari", "mean_average_precision_at_r"]
+    source: Literal["baseline", "finetuned"] = "finetuned"
+    comparisons: list[Claim] = [
+        Claim(name="ResNet50 vs ViT-B/32", factor="model", a=["resnet50"], b=["vitb32"]),
+        Claim(name="metric learning vs classification", factor="loss",
+              a=["arcface", "contrastive", "ntxent", "triplet", "multisimilarity"], b=["ce"]),
+        Claim(name="front+rear vs front", factor="views", a=["front+rear"], b=["front"]),
+    ]
 
 
 class ScatterParams(StrictModel):
@@ -62,14 +89,12 @@ class ReportingParams(StrictModel):
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     headline: HeadlineParams = HeadlineParams()
     metrics: MetricsParams = MetricsParams()
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    improvement_epsilon: float = Field(0.01, ge=0.0)
     bar_metrics: list[str] = ["mean_average_precision_at_r", "precision_at_1", "ari", "ami"]
     heatmap_metrics: list[str] = ["ari", "mean_average_precision_at_r"]
-    best_configuration: list[Criterion] = [
-        Criterion(metric="mean_average_precision_at_r", models="unseen"),
-        Criterion(metric="ari", models="unseen"),
-        Criterion(metric="mean_average_precision_at_r", models="seen"),
-        Criterion(metric="ari", models="seen"),
-    ]
+    best_configuration: SelectionRule = SelectionRule()
+    claims: ClaimsParams = ClaimsParams()
     scatter: ScatterParams = ScatterParams()
     gallery: GalleryParams = GalleryParams()
     confusion: ConfusionParams = ConfusionParams()

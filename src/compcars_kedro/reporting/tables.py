@@ -32,9 +32,18 @@ logger = logging.getLogger(__name__)
 RUN_KEYS: tuple[str, ...] = ("variant", "model", "loss", "views", "seed")
 CONFIG_KEYS: tuple[str, ...] = ("model", "loss", "views")
 FACTORS: tuple[str, ...] = ("model", "loss", "views")
+#: optional run keys carried through when present (the grid may vary the class split)
+OPTIONAL_RUN_KEYS: tuple[str, ...] = ("split_seed",)
 #: retrieval split -> which models it measures (val only tunes; it is kept as ``val``)
 SPLIT_MODELS = {"test": "seen", "unseen": "unseen", "val": "val"}
-MODE_ORDER = ("transfer", "internal", "oracle")
+#: selection modes, preferred first; ``reference`` (kmeans given the true k) and ``oracle``
+#: (tuned on the reported labels) are labelled bounds, never the headline unless nothing else
+MODE_ORDER = ("transfer", "internal", "reference", "oracle")
+LABELLED_MODES = frozenset({"reference", "oracle"})
+#: metrics where higher is better (an "improvement %" is only defined for these)
+HIGHER_IS_BETTER = frozenset({"precision_at_1", "r_precision", "mean_average_precision_at_r",
+                              "ari", "ami", "nmi", "purity", "pct_pure_clusters",
+                              "pct_dominant_clusters", "accuracy", "zero_shot_accuracy"})
 
 METRIC_LABELS = {
     "precision_at_1": "P@1",
@@ -49,9 +58,10 @@ METRIC_LABELS = {
     "n_clusters": "# clusters",
     "noise_fraction": "noise fraction",
     "accuracy": "accuracy",
+    "zero_shot_accuracy": "zero-shot accuracy",
 }
 
-LONG_COLUMNS = [*RUN_KEYS, "source", "split", "models", "family", "metric", "value"]
+LONG_COLUMNS = [*RUN_KEYS, "replicate", "source", "split", "models", "family", "metric", "value"]
 AGG_COLUMNS = ["n", "mean", "std", "ci_half_width", "ci_low", "ci_high"]
 
 
@@ -82,6 +92,21 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> dict[str, f
         std = half = math.nan
     return {"n": n, "mean": mean, "std": std, "ci_half_width": half,
             "ci_low": mean - half, "ci_high": mean + half}
+
+
+def paired_p_value(x: Sequence[float], y: Sequence[float]) -> float:
+    """Two-sided paired t-test p-value of ``x`` vs ``y`` (NaN below 2 pairs).
+
+    Differences that are all equal (up to rounding) leave t undefined: p is then 1 when they
+    are all 0 and 0 otherwise (every replicate moved by the same amount).
+    """
+    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        return math.nan
+    if np.allclose(d, d[0], rtol=1e-9, atol=1e-12):
+        return 1.0 if abs(d[0]) <= 1e-12 else 0.0
+    return float(stats.ttest_rel(d, np.zeros_like(d)).pvalue)
 
 
 def aggregate(table: pd.DataFrame, by: Sequence[str], value: str = "value",
@@ -116,7 +141,8 @@ def resolve_headline(clustering: pd.DataFrame, wanted: dict[str, str]) -> tuple[
     """The ``(selection_mode, reducer, clusterer)`` to report, and notes on any fallback.
 
     Uses ``wanted`` when the clustering table has it. Otherwise, independently of row order:
-    the wanted mode if present, else transfer, internal, then oracle; then the wanted reducer /
+    the wanted mode if present, else transfer, internal, reference, then oracle (the last two
+    are labelled bounds and a note says so); then the wanted reducer /
     clusterer if present for that mode, else the alphabetically first one (kmeans last: it is
     given the true number of models).
     """
@@ -127,6 +153,9 @@ def resolve_headline(clustering: pd.DataFrame, wanted: dict[str, str]) -> tuple[
     mode = wanted["selection_mode"]
     if mode not in modes:
         mode = next((m for m in MODE_ORDER if m in modes), sorted(modes)[0])
+    if mode in LABELLED_MODES:
+        notes.append(f"the quoted clustering uses the {mode!r} selection: a labelled bound "
+                     "(true k or tuned on the reported labels), not a discovery result")
     sub = clustering[clustering["selection_mode"] == mode]
     reducer = _prefer(wanted["reducer"], sub["reducer"])
     sub = sub[sub["reducer"] == reducer]
@@ -147,17 +176,36 @@ def _keys_present(table: pd.DataFrame) -> None:
         raise KeyError(f"table lacks run key columns {missing}")
 
 
+def replicate_of(seed: Any, split_seed: Any = None) -> str:
+    """Name of one replicate: ``s0`` (training seed) or ``s0/split1`` (and class-split seed)."""
+    if split_seed is None or (isinstance(split_seed, float) and math.isnan(split_seed)):
+        return f"s{seed}"
+    return f"s{seed}/split{split_seed}"
+
+
+def with_replicate(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``replicate`` column (added from ``seed`` / ``split_seed``)."""
+    if "replicate" in table or table.empty:
+        return table if "replicate" in table else table.assign(replicate=pd.Series(dtype=str))
+    split_seed = table["split_seed"] if "split_seed" in table else [None] * len(table)
+    return table.assign(replicate=[replicate_of(s, p) for s, p in
+                                   zip(table["seed"], split_seed, strict=True)])
+
+
 def metrics_long(retrieval: pd.DataFrame, clustering: pd.DataFrame, headline: dict[str, str],
                  retrieval_metrics: Sequence[str], clustering_metrics: Sequence[str]) -> pd.DataFrame:
     """One row per (run, source, split, metric): retrieval metrics + the headline clustering.
 
-    Columns: ``variant, model, loss, views, seed, source, split, models, family, metric, value``.
+    Columns: ``variant, model, loss, views, seed, replicate, source, split, models, family,
+    metric, value``; ``replicate`` names the unit counted as ``n`` (training seed, and the
+    class-split seed when the table has ``split_seed``).
     """
     parts = []
     if not retrieval.empty:
         _keys_present(retrieval)
         cols = [m for m in retrieval_metrics if m in retrieval.columns]
-        r = retrieval.melt(id_vars=[*RUN_KEYS, "source", "split"], value_vars=cols,
+        retrieval = with_replicate(retrieval)
+        r = retrieval.melt(id_vars=[*RUN_KEYS, "replicate", "source", "split"], value_vars=cols,
                            var_name="metric", value_name="value")
         r["models"] = r["split"].map(SPLIT_MODELS).fillna(r["split"])
         parts.append(r.assign(family="retrieval"))
@@ -167,7 +215,8 @@ def metrics_long(retrieval: pd.DataFrame, clustering: pd.DataFrame, headline: di
                          & (clustering["reducer"] == headline["reducer"])
                          & (clustering["clusterer"] == headline["clusterer"])]
         cols = [m for m in clustering_metrics if m in clustering.columns]
-        c = sel.melt(id_vars=[*RUN_KEYS, "source", "split", "models"], value_vars=cols,
+        sel = with_replicate(sel)
+        c = sel.melt(id_vars=[*RUN_KEYS, "replicate", "source", "split", "models"], value_vars=cols,
                      var_name="metric", value_name="value")
         parts.append(c.assign(family="clustering"))
     if not parts:
@@ -217,10 +266,11 @@ def run_summary(long: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.D
 
 
 def compare_configurations(long: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Mean +/- t-interval over seeds per configuration ``(model, loss, views)``, source, models, metric."""
-    reported = long[long["models"].isin(["seen", "unseen"])]
+    """Mean +/- t-interval over replicates per configuration, source, models (val, seen,
+    unseen), metric. ``n_seeds`` counts replicates (seed x split seed), listed in ``replicates``."""
+    reported = with_replicate(long[long["models"].isin(["val", "seen", "unseen"])])
     by = [*CONFIG_KEYS, "source", "models", "family", "metric"]
-    out = aggregate(reported, by, confidence=confidence)
+    out = aggregate(reported, by, confidence=confidence, unit="replicate")
     return out.rename(columns={"n": "n_seeds"})
 
 
@@ -253,18 +303,20 @@ def compare_factors(long: pd.DataFrame, confidence: float = 0.95) -> pd.DataFram
     return out[cols]
 
 
-def improvement(long: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Baseline -> fine-tuned change per configuration, over seeds.
+def improvement(long: pd.DataFrame, confidence: float = 0.95, epsilon: float = 0.01,
+                alpha: float = 0.05) -> pd.DataFrame:
+    """Baseline -> fine-tuned change per configuration, paired by replicate.
 
-    Per run: ``abs = finetuned - baseline`` and ``pct = 100 * abs / |baseline|`` (NaN when the
-    baseline is 0 or missing). Per configuration: means of baseline, fine-tuned, abs and pct
-    over seeds, each change with its t-interval half width (``abs_ci_half_width``,
-    ``pct_ci_half_width``).
+    Per run: ``abs = finetuned - baseline``; ``pct = 100 * abs / baseline`` only for metrics
+    with a direction (:data:`HIGHER_IS_BETTER`) and a baseline above ``epsilon`` (else NaN:
+    a relative change from ~0, or of a count, says nothing). Per configuration: means of
+    baseline, fine-tuned, abs and pct over replicates, each change with its t-interval half
+    width, and a paired t-test of fine-tuned vs baseline (``p_value``, NaN with one replicate).
     """
-    reported = long[long["models"].isin(["seen", "unseen"])]
-    idx = [*RUN_KEYS, "models", "family", "metric"]
+    reported = with_replicate(long[long["models"].isin(["seen", "unseen"])])
+    idx = [*RUN_KEYS, "replicate", "models", "family", "metric"]
     cols = [*CONFIG_KEYS, "models", "family", "metric", "n_seeds", "baseline", "finetuned",
-            "abs", "abs_ci_half_width", "pct", "pct_ci_half_width"]
+            "abs", "abs_ci_half_width", "p_value", "pct", "pct_ci_half_width"]
     if reported.empty:
         return pd.DataFrame(columns=cols)
     per_run = (reported.groupby([*idx, "source"], sort=True)["value"].mean()
@@ -274,57 +326,23 @@ def improvement(long: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
         if source not in per_run:
             per_run[source] = math.nan
     per_run["abs"] = per_run["finetuned"] - per_run["baseline"]
-    base = per_run["baseline"].abs().replace(0.0, np.nan)
+    directed = per_run["metric"].isin(HIGHER_IS_BETTER)
+    base = per_run["baseline"].where(directed & (per_run["baseline"] > epsilon))
     per_run["pct"] = 100.0 * per_run["abs"] / base
     by = [*CONFIG_KEYS, "models", "family", "metric"]
     rows = []
     for key, g in per_run.groupby(by, sort=True):
+        g = g.groupby("replicate")[["baseline", "finetuned", "abs", "pct"]].mean()
         d = t_interval(g["abs"], confidence)
         p = t_interval(g["pct"], confidence)
+        pair = g[["baseline", "finetuned"]].dropna()
+        p_value = paired_p_value(pair["finetuned"], pair["baseline"])
         rows.append({**dict(zip(by, key, strict=True)), "n_seeds": d["n"],
                      "baseline": t_interval(g["baseline"])["mean"],
                      "finetuned": t_interval(g["finetuned"])["mean"],
                      "abs": d["mean"], "abs_ci_half_width": d["ci_half_width"],
+                     "p_value": p_value,
                      "pct": p["mean"], "pct_ci_half_width": p["ci_half_width"]})
-    return pd.DataFrame(rows, columns=cols)
-
-
-def best_configuration(comparison: pd.DataFrame, criteria: Sequence[dict[str, str]]) -> pd.DataFrame:
-    """The best configuration per criterion (highest mean over seeds), with its runner-up.
-
-    Ties on the mean go to more seeds, then to the alphabetically first configuration.
-    ``separable`` is False when the winner's interval overlaps the runner-up's (or an
-    interval is undefined), i.e. the data cannot tell the two apart.
-    """
-    rows = []
-    for crit in criteria:
-        metric, models, source = crit["metric"], crit.get("models", "unseen"), crit.get("source", "finetuned")
-        sub = comparison[(comparison["metric"] == metric) & (comparison["models"] == models)
-                         & (comparison["source"] == source) & comparison["mean"].notna()]
-        row: dict[str, Any] = {"criterion": f"{metric_label(metric)} ({models} models, {source})",
-                               "metric": metric, "models": models, "source": source,
-                               "n_configs": int(len(sub))}
-        if sub.empty:
-            rows.append(row)
-            continue
-        ranked = sub.assign(_neg=-sub["mean"], _negn=-sub["n_seeds"]).sort_values(
-            ["_neg", "_negn", *CONFIG_KEYS], kind="mergesort")
-        best = ranked.iloc[0]
-        row.update({k: best[k] for k in CONFIG_KEYS})
-        row.update({"configuration": config_label(best), "mean": best["mean"],
-                    "ci_low": best["ci_low"], "ci_high": best["ci_high"],
-                    "n_seeds": int(best["n_seeds"])})
-        if len(ranked) > 1:
-            second = ranked.iloc[1]
-            row.update({"runner_up": config_label(second), "runner_up_mean": second["mean"],
-                        "margin": best["mean"] - second["mean"],
-                        "separable": bool(np.isfinite(best["ci_low"])
-                                          and np.isfinite(second["ci_high"])
-                                          and best["ci_low"] > second["ci_high"])})
-        rows.append(row)
-    cols = ["criterion", "metric", "models", "source", *CONFIG_KEYS, "configuration", "mean",
-            "ci_low", "ci_high", "n_seeds", "n_configs", "runner_up", "runner_up_mean", "margin",
-            "separable"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -355,6 +373,11 @@ def clustering_methods(clustering: pd.DataFrame, confidence: float = 0.95,
     if "uses_true_k" in c:
         true_k = c.assign(uses_true_k=c["uses_true_k"].astype(str).str.lower().eq("true"))
         out = out.merge(true_k.groupby(by)["uses_true_k"].any().reset_index(), on=by, how="left")
+    true_k = out["uses_true_k"].fillna(False).astype(bool) if "uses_true_k" in out else False
+    out["label"] = np.select(
+        [out["selection_mode"].eq("reference") | true_k, out["selection_mode"].eq("oracle")],
+        ["reference: given the true number of models", "oracle: tuned on the reported labels"],
+        "")
     order = {m: i for i, m in enumerate(MODE_ORDER)}
     out = out.assign(_m=out["selection_mode"].map(order)).sort_values(
         ["source", "models", "_m", "reducer", "clusterer"]).drop(columns="_m")

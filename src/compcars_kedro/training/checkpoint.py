@@ -8,14 +8,25 @@ A checkpoint folder holds
   state tensors flattened to ``state.<param_id>.<key>``;
 * ``meta.json``: the JSON-able meta dict (configs, epoch, metrics, label names, history, ...) plus
   the non-tensor optimizer structure (``param_groups``, scalar state) and the scheduler state.
+
+Saves are safe against concurrent writers and kills: each save writes a uniquely named temporary
+sibling (``<name>.tmp-<pid>-<random>``) and swaps it in under a file lock; temporaries left by
+dead processes are removed by the next save. :func:`work_dir_lock` gives one training run at a
+time a work folder (a second run of the same variant fails at once with a clear message).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,34 +111,116 @@ def unflatten_optimizer_state(
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(ckpt: Checkpoint, folder: str | Path) -> Path:
-    """Write ``ckpt`` to ``folder`` (replaced atomically-ish via a temporary sibling folder)."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+@contextlib.contextmanager
+def _flock(path: Path, *, blocking: bool = True) -> Iterator[int]:
+    """Exclusive ``flock`` on ``path`` (released when the block ends or the process dies)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        try:
+            yield fd
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_siblings(folder: Path) -> None:
+    """Remove ``<name>.tmp-<pid>-*`` / ``<name>.old-<pid>-*`` left by processes that died."""
+    from compcars_kedro.datasets._folder import _owner_alive  # lazy: datasets import this module
+
+    for p in folder.parent.glob(f"{folder.name}.*-*-*"):
+        kind, _, rest = p.name[len(folder.name) + 1:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _owner_alive({"pid": pid}):
+            shutil.rmtree(p, ignore_errors=True)
+            logger.info("removed %s left by a process that died", p)
+
+
+def _write_files(ckpt: Checkpoint, folder: Path) -> None:
     tensors = {f"model.{k}": v.contiguous() for k, v in ckpt.model_state.items()}
     tensors.update({f"loss.{k}": v.contiguous() for k, v in ckpt.loss_state.items()})
-    save_file(tensors, str(tmp / MODEL_FILE))
+    save_file(tensors, str(folder / MODEL_FILE))
     meta: dict[str, Any] = {"meta": _jsonable(ckpt.meta)}
     if ckpt.optimizer_state is not None:
         opt_tensors, structure = flatten_optimizer_state(ckpt.optimizer_state)
-        save_file(opt_tensors, str(tmp / OPTIMIZER_FILE))
+        save_file(opt_tensors, str(folder / OPTIMIZER_FILE))
         meta["optimizer"] = structure
     if ckpt.scheduler_state is not None:
         meta["scheduler"] = _jsonable(ckpt.scheduler_state)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False))
-    old = folder.with_name(folder.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    if old.exists():
-        shutil.rmtree(old)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False))
+
+
+def save_checkpoint(ckpt: Checkpoint, folder: str | Path, *, atomic: bool = True) -> Path:
+    """Write ``ckpt`` to ``folder``: a unique temporary sibling, then swapped in under a lock.
+
+    ``atomic=False`` writes the files straight into ``folder`` (for callers that already write
+    into a private folder and rename it, like the versioned ``CheckpointDataset``; other files
+    there are kept).
+    """
+    folder = Path(folder)
+    if not atomic:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_files(ckpt, folder)
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    tmp = folder.with_name(f"{folder.name}.tmp-{token}")
+    tmp.mkdir()
+    try:
+        _write_files(ckpt, tmp)
+        with _flock(folder.with_name(f".{folder.name}.lock")):
+            _remove_stale_siblings(folder)
+            old = folder.with_name(f"{folder.name}.old-{token}")
+            if folder.exists():
+                folder.rename(old)
+            tmp.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     logger.debug("Saved checkpoint to %s", folder)
     return folder
+
+
+class WorkDirBusyError(RuntimeError):
+    """Another live process trains in the same work folder."""
+
+
+@contextlib.contextmanager
+def work_dir_lock(work_dir: str | Path) -> Iterator[Path]:
+    """Hold ``<work_dir>/.lock`` for one training run; a second run fails with a clear message.
+
+    The lock is an ``flock``: it is released when the run ends or its process dies, so a killed
+    run never blocks the next one.
+    """
+    import fcntl
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    lock = work / ".lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise WorkDirBusyError(
+                f"work dir {work} is in use by {holder}: two runs of the same variant would "
+                "overwrite each other's checkpoints. Wait for that run to finish, or give this "
+                "one its own `finetuning.work_dir`") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        try:
+            yield work
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(folder: str | Path) -> Checkpoint:

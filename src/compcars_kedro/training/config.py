@@ -25,9 +25,9 @@ EarlyStoppingMetric = Literal[
 
 
 class StrictModel(BaseModel):
-    """Base model: unknown keys are errors."""
+    """Base model: unknown keys are errors, and so are inf / nan (e.g. ``lr_backbone=inf``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- model
@@ -123,11 +123,18 @@ class ArcFaceParams(StrictModel):
 class ContrastiveParams(StrictModel):
     """pml ContrastiveLoss (+ optional miner)."""
 
-    pos_margin: float = 0.0
-    neg_margin: float = 1.0
+    pos_margin: float = Field(0.0, ge=0.0)
+    neg_margin: float = Field(1.0, gt=0.0)
     miner: Literal["none", "pair_margin", "batch_hard"] = "none"
-    miner_pos_margin: float = 0.2
-    miner_neg_margin: float = 0.8
+    miner_pos_margin: float = Field(0.2, ge=0.0)
+    miner_neg_margin: float = Field(0.8, gt=0.0)
+
+    @model_validator(mode="after")
+    def _margins(self) -> ContrastiveParams:
+        if self.neg_margin <= self.pos_margin:
+            raise ValueError(f"losses.contrastive.neg_margin ({self.neg_margin}) must exceed "
+                             f"pos_margin ({self.pos_margin})")
+        return self
 
 
 class NTXentParams(StrictModel):
@@ -141,7 +148,7 @@ class TripletParams(StrictModel):
 
     margin: float = Field(0.05, ge=0.0)
     type_of_triplets: Literal["all", "hard", "semihard", "easy"] = "semihard"
-    miner_margin: float | None = None
+    miner_margin: float | None = Field(None, ge=0.0)
 
 
 class MultiSimilarityParams(StrictModel):

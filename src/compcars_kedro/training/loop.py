@@ -122,18 +122,26 @@ def extract_embeddings(
     num_workers: int = 0,
     amp: bool = True,
     progress: bool = True,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``model.embed`` of every sample of ``data`` in order: float32 ``(M, D)``, L2-normalised.
 
     The model is moved to ``device`` and set to eval mode; bf16 autocast (+ channels_last) on
     CUDA, no augmentation; images are resized on the device to ``model.image_size`` if needed.
+    ``out``: an ``(M, D)`` float32 array to fill and return instead of a new one, e.g. a
+    ``numpy.lib.format.open_memmap`` of the output file, so the embeddings are streamed to
+    disk batch by batch rather than held in memory.
     """
     device = resolve_device(device)
     model.to(device).eval()
     if device.type == "cuda" and not model.channels_last:
         model.to(memory_format=torch.channels_last)
         model.channels_last = True
-    out = np.empty((len(data), model.embedding_dim), dtype=np.float32)
+    shape = (len(data), model.embedding_dim)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif tuple(out.shape) != shape or out.dtype != np.float32:
+        raise ValueError(f"out is {out.dtype} {tuple(out.shape)}; expected float32 {shape}")
     sampler = EpochBatchSampler(sequential_batches(len(data), batch_size))
     loader = make_loader(data, sampler, num_workers=num_workers, pin_memory=device.type == "cuda")
     t0 = time.perf_counter()

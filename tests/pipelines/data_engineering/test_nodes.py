@@ -128,7 +128,7 @@ def test_split_is_deterministic_and_open_set(validated) -> None:
     assert not c["split"].equals(images["split"]) or not c["image_id"].equals(images["image_id"])
 
 
-def test_pairs_stay_inside_class_and_split_and_use_every_image(validated) -> None:
+def test_pairs_stay_inside_class_and_split_train_uses_every_image(validated) -> None:
     images, pairs, _, _ = split_dataset(validated[0], PARAMS)
     lookup = images.set_index("image_id")
     for view in ("front", "rear"):
@@ -136,7 +136,85 @@ def test_pairs_stay_inside_class_and_split_and_use_every_image(validated) -> Non
         assert (lookup.loc[pairs[col], "viewpoint"].to_numpy() == view).all()
         assert (lookup.loc[pairs[col], "split"].to_numpy() == pairs["split"].to_numpy()).all()
         assert (lookup.loc[pairs[col], "class_id"].to_numpy() == pairs["class_id"].to_numpy()).all()
-        assert set(pairs[col]) == set(images.loc[images["viewpoint"] == view, "image_id"])
+        train = images.loc[(images["viewpoint"] == view) & (images["split"] == "train")]
+        assert set(pairs.loc[pairs["split"] == "train", col]) == set(train["image_id"])
+        # evaluation pairs are unique: no image twice in val / test / unseen
+        for split in ("val", "test", "unseen"):
+            assert pairs.loc[pairs["split"] == split, col].is_unique, (split, view)
+
+
+def _toy_images(n_front: int, n_rear: int, split: str) -> pd.DataFrame:
+    rows = [{"image_id": f"{v}{i:02d}", "viewpoint": v, "split": split, "class_id": "c"}
+            for v, n in (("front", n_front), ("rear", n_rear)) for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("split", ["val", "test", "unseen"])
+def test_ten_fronts_three_rears_give_three_unique_pairs_and_seven_single_fronts(split) -> None:
+    from compcars_kedro.params import DataEngineeringParams
+    from compcars_kedro.pipelines.data_engineering.nodes import _pair_views, _split_summary
+
+    images = _toy_images(10, 3, split)
+    pairs = _pair_views(images, ["front", "rear"], np.random.default_rng(0))
+    assert len(pairs) == 3
+    assert pairs["front_image_id"].is_unique and pairs["rear_image_id"].is_unique
+    assert set(pairs["rear_image_id"]) == {"rear00", "rear01", "rear02"}
+    summary = _split_summary(images, pairs, pd.DataFrame(columns=["reason"]),
+                             DataEngineeringParams())
+    assert summary["pairs_per_split"][split] == 3
+    assert summary["unpaired_per_split"][split] == {"front": 7, "rear": 0}
+    # the 7 unpaired fronts remain in the single-view (front) evaluation set
+    from compcars_kedro.data.views import sample_table
+    from compcars_kedro.datasets.crops import CropsStore
+
+    index = images.assign(class_name="c", make="m", model="c", type="t")
+    crops = CropsStore(np.zeros((len(index), 8, 8, 3), np.uint8), index)
+    assert len(sample_table(crops, pairs, ["front"], split)) == 10
+    assert len(sample_table(crops, pairs, ["front", "rear"], split)) == 3
+
+
+def test_train_cycles_the_shorter_view() -> None:
+    from compcars_kedro.pipelines.data_engineering.nodes import _pair_views
+
+    pairs = _pair_views(_toy_images(10, 3, "train"), ["front", "rear"], np.random.default_rng(0))
+    assert len(pairs) == 10 and pairs["front_image_id"].is_unique
+    assert set(pairs["rear_image_id"]) == {"rear00", "rear01", "rear02"}
+
+
+def test_planted_near_duplicates_land_in_one_split(validated, raw, tiny_sample: Path) -> None:
+    from compcars_kedro.pipelines.data_engineering.nodes import hash_images
+
+    info = json.loads((tiny_sample / "sample_info.json").read_text())
+    assert info["near_duplicates"]
+    hashes = hash_images(validated[0], raw, PARAMS)
+    for seed in range(6):  # whatever the seed, a group is never cut
+        images, _, _, summary = split_dataset(validated[0], {**PARAMS, "seed": seed}, hashes)
+        by_path = images.set_index("path")
+        for d in info["near_duplicates"]:
+            dup, src = by_path.loc[d["path"]], by_path.loc[d["source"]]
+            assert dup["dup_group"] == src["dup_group"], d
+            assert dup["split"] == src["split"], (seed, d)
+        groups = images.groupby("dup_group")["split"].nunique()
+        assert (groups == 1).all()
+        assert summary["near_duplicate_groups"]["groups"] >= len(info["near_duplicates"])
+    # different photos are not merged: (nearly) every image is its own group
+    assert images["dup_group"].nunique() >= len(images) - 2 * len(info["near_duplicates"])
+
+
+def test_split_that_cannot_work_stops_with_a_clear_message(validated) -> None:
+    valid = validated[0]
+    # no class has enough images in every kept viewpoint -> every split is empty
+    with pytest.raises(ValueError, match=r"(?s)empty.*viewpoints.*min_images_per_class_per_view"
+                                         r".*viewpoint column"):
+        split_dataset(valid, {**PARAMS, "min_images_per_class_per_view": 1000})
+    # the viewpoint column lost (e.g. a manifest without it): named in the message
+    no_view = valid.assign(viewpoint=None)
+    with pytest.raises(ValueError, match=r"viewpoint column \(viewpoint\) holds \{'<missing>'"):
+        split_dataset(no_view, PARAMS)
+    # two classes: one goes unseen, train keeps one class
+    two = valid.loc[valid["model_id"].isin(sorted(valid["model_id"].unique())[:2])]
+    with pytest.raises(ValueError, match="train split has 1 class"):
+        split_dataset(two, PARAMS)
 
 
 def test_class_granularity_model_year(validated) -> None:

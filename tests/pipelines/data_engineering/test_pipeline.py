@@ -15,7 +15,11 @@ from kedro_datasets.pandas import ParquetDataset
 from compcars_kedro.data.raw import detect_source
 from compcars_kedro.datasets import CropsStoreDataset
 from compcars_kedro.pipelines.data_engineering import create_pipeline
-from compcars_kedro.pipelines.data_engineering.nodes import parse_raw, validate_images
+from compcars_kedro.pipelines.data_engineering.nodes import (
+    hash_images,
+    parse_raw,
+    validate_images,
+)
 from tests.conftest import kedro_cli
 
 PARAMS = {"min_images_per_class_per_view": 3, "num_workers": 1,
@@ -30,6 +34,7 @@ def test_sliced_pipeline_from_split_runs_in_sequential_runner(tiny_sample: Path,
     assert {n.name for n in pipe.nodes} == {"split_dataset", "crop_images"}
     catalog = DataCatalog({
         "validated_images": MemoryDataset(valid),
+        "image_hashes": MemoryDataset(hash_images(valid, raw, PARAMS)),
         "compcars_raw": MemoryDataset(raw, copy_mode="assign"),
         "params:data_engineering": MemoryDataset(PARAMS),
         "image_splits": ParquetDataset(filepath=str(tmp_path / "splits.parquet"),

@@ -28,8 +28,14 @@ def test_grid_expansion_and_names() -> None:
                             "views": ["front", "front+rear"], "seeds": [0, 1]})
     # the clip loss only pairs with the clip model: 2 views x 2 seeds x (2 + 1) combos
     assert len(variants) == 12
-    assert {v.name for v in variants} >= {"resnet50_ce_front_s0", "clip_clip_frontrear_s1"}
+    assert {v.name for v in variants} >= {"resnet50_ce_front_s0_ss42", "clip_clip_frontrear_s1_ss42"}
     assert len({v.name for v in variants}) == len(variants)
+    # training seeds x split seeds: the class split varies between replicates
+    crossed = expand_grid({"models": ["resnet18"], "losses": ["ce"], "seeds": [0, 1],
+                           "split_seeds": [7, 8]})
+    assert {(v.seed, v.split_seed) for v in crossed} == {(0, 7), (0, 8), (1, 7), (1, 8)}
+    assert {v.name for v in crossed} >= {"resnet18_ce_frontrear_s0_ss7", "resnet18_ce_frontrear_s1_ss8"}
+    assert crossed[0].keys["split_seed"] == 7
     layers = expand_clip_layers({"components": ["vision", "text"], "layers": [1, 12]})
     assert [v.name for v in layers] == ["clip_vision_l01_s0", "clip_vision_l12_s0",
                                         "clip_text_l01_s0", "clip_text_l12_s0"]
@@ -64,6 +70,7 @@ def grid_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_crops) ->
         catalog[f"params:{key}"] = MemoryDataset(value)
     catalog["crops"] = MemoryDataset(tiny_crops[0], copy_mode="assign")
     catalog["multiview_samples"] = MemoryDataset(tiny_crops[1])
+    catalog["image_splits"] = MemoryDataset(tiny_crops[0].index[["image_id", "split"]])
     return catalog
 
 
@@ -89,6 +96,42 @@ def test_failing_variant_is_reported_and_others_survive(grid_catalog: DataCatalo
     rebuilt = study_pipeline([ok, bad], "grid")
     names = {n.name for n in rebuilt.nodes}
     assert f"{bad.name}.finetune" in names and f"{ok.name}.finetune" not in names
+
+
+def test_variant_with_another_split_seed_uses_its_own_split_without_recropping(
+        grid_catalog: DataCatalog, tmp_path: Path, tiny_sample: Path) -> None:
+    from compcars_kedro.data.raw import detect_source
+    from compcars_kedro.pipelines.data_engineering.nodes import (
+        hash_images,
+        parse_raw,
+        validate_images,
+    )
+    from tests.conftest import TINY_DE_PARAMS
+
+    raw = detect_source(tiny_sample)
+    valid, _ = validate_images(parse_raw(raw), raw, TINY_DE_PARAMS)
+    grid_catalog["validated_images"] = MemoryDataset(valid)
+    grid_catalog["image_hashes"] = MemoryDataset(hash_images(valid, raw, TINY_DE_PARAMS))
+    grid_catalog["params:data_engineering"] = MemoryDataset(TINY_DE_PARAMS)
+    variant = Variant("resnet18", "multisimilarity", "front+rear", 0, split_seed=5)
+    pipe = study_pipeline([variant], "grid")
+    finetune = next(n for n in pipe.nodes if n.name == f"{variant.name}.finetune")
+    assert {"crops", "split_ss5.multiview_samples", "split_ss5.image_splits"} <= set(finetune.inputs)
+    SequentialRunner().run(pipe, grid_catalog)
+    splits = pd.read_parquet(next(tmp_path.glob(
+        "data/05_model_input/grid/split_ss5/image_splits.parquet/*/image_splits.parquet")))
+    crops_split = grid_catalog.load("crops").index.set_index("image_id")["split"]
+    assert set(splits["image_id"]) <= set(crops_split.index)
+    unseen = set(splits.loc[splits["split"] == "unseen", "class_id"])
+    assert unseen != set(grid_catalog.load("crops").index.query("split == 'unseen'")["class_id"])
+    emb = next(tmp_path.glob(f"data/07_model_output/grid/{variant.name}/embeddings/"
+                             "finetuned_unseen/*/finetuned_unseen/index.parquet"))
+    assert set(pd.read_parquet(emb)["class_id"]) == unseen  # evaluated on its own split
+    status = pd.read_csv(next(tmp_path.glob("data/08_reporting/grid/status.csv/*/status.csv")))
+    assert status.set_index("variant").loc[variant.name, "split_seed"] == 5
+    retrieval = pd.read_csv(next(tmp_path.glob(
+        "data/08_reporting/grid/retrieval_metrics.csv/*/retrieval_metrics.csv")))
+    assert set(retrieval["split_seed"]) == {5}
 
 
 def test_clip_layers_table_picks_finetuned_split_rows() -> None:

@@ -8,7 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compcars_kedro.data.imaging import CropSpec, check_decodes, crop_many, parallel_map
+from compcars_kedro.data.dedup import hash_crops, near_duplicate_groups
+from compcars_kedro.data.fingerprint import (
+    SOURCE_KEY,
+    fingerprints_of,
+    source_fingerprint,
+    stamp_split_tables,
+)
+from compcars_kedro.data.imaging import CropPlan, CropSpec, check_decodes, parallel_map
 from compcars_kedro.data.raw import RawSource, parse_compcars, parse_manifest_csv
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.params import DataEngineeringParams, validate
@@ -17,15 +24,18 @@ logger = logging.getLogger(__name__)
 
 REJECT_REASONS = (
     "missing_file", "missing_label", "label_error", "not_an_image", "decode_error",
-    "unknown_viewpoint", "degenerate_bbox", "bbox_outside_image",
+    "unknown_viewpoint", "degenerate_bbox", "bbox_outside_image", "duplicate_path",
+    "path_outside_root", "too_large", "decompression_bomb",
 )
 REJECTED_COLUMNS = ["image_id", "path", "reason", "detail"]
 SPLITS = ("train", "val", "test", "unseen")
 
 
-def parse_raw(raw: RawSource) -> pd.DataFrame:
+def parse_raw(raw: RawSource, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
     """Raw collection -> manifest: one row per file (and per listed-but-missing file)."""
-    manifest = parse_compcars(raw.root) if raw.kind == "compcars" else parse_manifest_csv(raw.root)
+    p = validate(DataEngineeringParams, parameters or {}, "data_engineering")
+    manifest = (parse_compcars(raw.root) if raw.kind == "compcars" else
+                parse_manifest_csv(raw.root, allow_absolute_paths=p.allow_absolute_paths))
     logger.info("parsed %d entries from %s (%s)", len(manifest), raw.root, raw.kind)
     return manifest
 
@@ -51,14 +61,18 @@ def validate_images(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Check every row; return (valid rows with clipped boxes, rejected rows with one reason each).
 
-    Checks in order: file exists, label present and parsable, file is an image, it decodes fully,
-    viewpoint known, box not degenerate, box inside the image (clipped when at most
-    ``bbox_tolerance`` of its area lies outside, rejected beyond).
+    Checks in order: problems found while parsing (``input_reason``: path outside the root,
+    duplicate path, decompression bomb...), file exists, label present and parsable, file is an
+    image, at most ``max_pixels`` (from the header, nothing decoded), it decodes fully, viewpoint
+    known, box not degenerate, box inside the image (clipped when at most ``bbox_tolerance`` of
+    its area lies outside, rejected beyond). Fewer than 2 valid classes is an error.
     """
     p = validate(DataEngineeringParams, parameters, "data_engineering")
     reasons: dict[int, tuple[str, str]] = {}
     for i, row in manifest.iterrows():
-        if not row["exists"]:
+        if pd.notna(row.get("input_reason")):
+            reasons[i] = (str(row["input_reason"]), str(row.get("input_detail") or ""))
+        elif not row["exists"]:
             reasons[i] = ("missing_file", "listed in train_test_split but not on disk")
         elif not row["has_label"]:
             reasons[i] = ("missing_label", "no label file")
@@ -66,6 +80,10 @@ def validate_images(
             reasons[i] = ("label_error", str(row["label_error"]))
         elif pd.isna(row["width"]):
             reasons[i] = ("not_an_image", "file header is not a readable image")
+        elif row["width"] * row["height"] > p.max_pixels:
+            reasons[i] = ("too_large", f"{row['width']:.0f}x{row['height']:.0f} = "
+                          f"{row['width'] * row['height'] / 1e6:.1f} MP > data_engineering."
+                          f"max_pixels={p.max_pixels / 1e6:g} MP (not decoded)")
 
     to_decode = [i for i in manifest.index if i not in reasons]
     errors = parallel_map(
@@ -74,7 +92,8 @@ def validate_images(
     )
     for i, err in zip(to_decode, errors, strict=True):
         if err is not None:
-            reasons[i] = ("decode_error", err)
+            bomb = err.startswith("DecompressionBomb")
+            reasons[i] = ("decompression_bomb" if bomb else "decode_error", err)
 
     clipped: dict[int, tuple] = {}
     for i in manifest.index:
@@ -102,11 +121,20 @@ def validate_images(
     valid["bbox_clipped"] = ~np.isclose(orig, boxes).all(axis=1)
     valid["model"] = valid["model"].fillna("model_" + valid["model_id"].astype("string"))
     valid["make"] = valid["make"].fillna("make_" + valid["make_id"].astype("string"))
-    valid = valid.drop(columns=["exists", "has_label", "label_error"]).reset_index(drop=True)
+    valid = valid.drop(columns=["exists", "has_label", "label_error", "input_reason",
+                                "input_detail"], errors="ignore").reset_index(drop=True)
+    valid[SOURCE_KEY] = source_fingerprint(valid)  # carried by every table derived from it
 
     counts = rejected["reason"].value_counts().to_dict()
     logger.info("validation: %d valid (%d boxes clipped), %d rejected %s", len(valid),
                 int(valid["bbox_clipped"].sum()), len(rejected), counts or "")
+    n_classes = valid["model_id"].nunique()
+    if n_classes < 2:
+        raise ValueError(
+            f"only {len(valid)} valid image(s) of {n_classes} class(es) in {raw.root} "
+            f"({len(manifest)} entries, rejected: {counts or 'none'}); retrieval and clustering "
+            "need at least 2 classes (labels) - check the labels of the manifest and "
+            "rejected_images")
     return valid, rejected
 
 
@@ -118,8 +146,54 @@ def _class_keys(df: pd.DataFrame, granularity: str) -> tuple[pd.Series, pd.Serie
     return model_key, name
 
 
+def hash_images(validated: pd.DataFrame, raw: RawSource,
+                parameters: dict[str, Any]) -> pd.DataFrame:
+    """Perceptual hash of every kept-viewpoint image's box crop (``image_id``, ``hash``).
+
+    ``split_dataset`` groups the images of a class whose hashes lie within
+    ``dedup.max_distance`` bits (near-duplicates: the same photo re-encoded or resized) and sends
+    each group to one split. An image that cannot be hashed gets ``""`` (its own group).
+    """
+    p = validate(DataEngineeringParams, parameters, "data_engineering")
+    rows = validated.loc[validated["viewpoint"].isin(p.viewpoints)]
+    hashes = hash_crops([str(raw.resolve(x)) for x in rows["path"]],
+                        rows[["x0", "y0", "x1", "y1"]].to_numpy(dtype=float),
+                        method=p.dedup.method, hash_size=p.dedup.hash_size,
+                        num_workers=p.dedup.num_workers)
+    table = pd.DataFrame({"image_id": rows["image_id"].to_numpy(), "hash": hashes,
+                          "method": p.dedup.method, "hash_size": p.dedup.hash_size})
+    failed = int((table["hash"] == "").sum())
+    logger.info("hashed %d images (%s, %d bits)%s", len(table), p.dedup.method,
+                p.dedup.hash_size ** 2, f"; {failed} could not be hashed" if failed else "")
+    return table
+
+
+def _dup_groups(df: pd.DataFrame, hashes: pd.DataFrame | None, p: DataEngineeringParams
+                ) -> pd.Series:
+    """Near-duplicate group id per image (its own id when no hash table is given)."""
+    if hashes is None:
+        return df["class_id"].astype(str) + ":" + df["image_id"].astype(str)
+    stale = hashes[["method", "hash_size"]].drop_duplicates()
+    if len(stale) and (len(stale) > 1 or stale.iloc[0]["method"] != p.dedup.method
+                       or int(stale.iloc[0]["hash_size"]) != p.dedup.hash_size):
+        raise ValueError("image_hashes were computed with other data_engineering.dedup settings "
+                         f"({stale.to_dict('records')}); rerun the hash_images node")
+    h = df[["image_id", "class_id"]].merge(hashes[["image_id", "hash"]], on="image_id", how="left")
+    h.index = df.index
+    return near_duplicate_groups(h, p.dedup.max_distance)
+
+
+def _primary_view(df: pd.DataFrame, views: list[str]) -> pd.Series:
+    """Per near-duplicate group: the kept viewpoint most of its images have (ties: first kept)."""
+    order = {v: i for i, v in enumerate(views)}
+    counts = df.groupby(["dup_group", "viewpoint"]).size().reset_index(name="n")
+    counts["order"] = counts["viewpoint"].map(order)
+    counts = counts.sort_values(["dup_group", "n", "order"], ascending=[True, False, True])
+    return counts.drop_duplicates("dup_group").set_index("dup_group")["viewpoint"]
+
+
 def split_dataset(
-    validated: pd.DataFrame, parameters: dict[str, Any]
+    validated: pd.DataFrame, parameters: dict[str, Any], image_hashes: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Filter by viewpoint and class size, hold out unseen classes, split the rest by image.
 
@@ -128,16 +202,22 @@ def split_dataset(
     * Classes (``model`` or ``model+year``) are kept when they have at least
       ``min_images_per_class_per_view`` images in EVERY kept viewpoint, so every view setting
       (front, rear, front+rear) trains and evaluates on the same classes.
+    * Near-duplicates (``image_hashes`` from ``hash_images``): within a class, images whose
+      perceptual hashes lie within ``dedup.max_distance`` bits form one group (column
+      ``dup_group``); a group goes to one split whole, so no near-duplicate pair crosses splits.
     * Open set: ``unseen_fraction`` of the kept classes (seeded permutation) go entirely to the
       ``unseen`` split; no image of theirs is used for training or model selection.
-    * Closed set: every (class, viewpoint) group of the other classes is shuffled with the seed
-      and cut into val / test / train (at least one val image, one test image when
-      ``test_fraction > 0``; the rest train), i.e. stratified by class and view.
-    * Pairing rule (multi-view samples): within one (class, split), fronts and rears are shuffled
-      with the seed and paired by position; the shorter list is cycled so every image is used and
-      ``n_pairs = max(n_front, n_rear)``. Pairs never cross splits, so no image leaks. A
-      (class, split) that lacks one view forms no pairs (logged; its images remain usable for
-      single-view runs).
+    * Closed set: the groups of every (class, viewpoint) of the other classes (a group counts in
+      the viewpoint most of its images have) are shuffled with the seed and cut into val / test /
+      train (at least one val group, one test group when ``test_fraction > 0``; the rest train),
+      i.e. stratified by class and view.
+    * Pairing rule (multi-view samples, ``_pair_views``): within one (class, split), fronts and
+      rears are shuffled with the seed and paired by position. In ``train`` the shorter list is
+      cycled so every image is trained on (``max(n_front, n_rear)`` pairs, images repeat). In
+      ``val``, ``test`` and ``unseen`` the pairs are unique (``min(n_front, n_rear)``): no image
+      appears twice in an evaluation set; the images left unpaired are evaluated in the
+      single-view sets only. Pairs never cross splits.
+    * An empty split, or a train split with fewer than 2 classes, stops here with an error.
     """
     p = validate(DataEngineeringParams, parameters, "data_engineering")
     df = validated.copy()
@@ -151,6 +231,7 @@ def split_dataset(
     small = ~df["class_id"].isin(ok_classes)
     excluded.append(df.loc[small].assign(reason="class_below_min_images_per_view"))
     df = df.loc[~small].copy()
+    df["dup_group"] = _dup_groups(df, image_hashes, p) if len(df) else pd.Series(dtype=object)
 
     rng = np.random.default_rng(p.seed)
     classes = np.array(sorted(ok_classes))
@@ -160,26 +241,60 @@ def split_dataset(
     unseen = set(rng.permutation(classes)[:n_unseen].tolist())
     df["split"] = np.where(df["class_id"].isin(unseen), "unseen", "")
 
-    seen = df.loc[df["split"] == ""].sort_values("image_id")
-    for (_, _), group in seen.groupby(["class_id", "viewpoint"], sort=True):
-        idx = rng.permutation(group.index.to_numpy())
-        n = len(idx)
-        n_val = max(1, int(round(p.val_fraction * n)))
-        n_test = max(1, int(round(p.test_fraction * n))) if p.test_fraction > 0 else 0
-        n_val, n_test = min(n_val, n - 1), min(n_test, max(0, n - 1 - n_val))
-        df.loc[idx[:n_val], "split"] = "val"
-        df.loc[idx[n_val:n_val + n_test], "split"] = "test"
-        df.loc[idx[n_val + n_test:], "split"] = "train"
+    seen = df.loc[df["split"] == ""]
+    if len(seen):
+        group_view = _primary_view(seen, p.viewpoints)
+        units = (seen[["class_id", "dup_group"]].drop_duplicates("dup_group")
+                 .assign(viewpoint=lambda t: t["dup_group"].map(group_view))
+                 .sort_values(["class_id", "viewpoint", "dup_group"]))
+        assignment: dict[str, str] = {}
+        for _, group in units.groupby(["class_id", "viewpoint"], sort=True):
+            ids = rng.permutation(group["dup_group"].to_numpy())
+            n = len(ids)
+            n_val = max(1, int(round(p.val_fraction * n)))
+            n_test = max(1, int(round(p.test_fraction * n))) if p.test_fraction > 0 else 0
+            n_val, n_test = min(n_val, n - 1), min(n_test, max(0, n - 1 - n_val))
+            assignment.update(dict.fromkeys(ids[:n_val], "val"))
+            assignment.update(dict.fromkeys(ids[n_val:n_val + n_test], "test"))
+            assignment.update(dict.fromkeys(ids[n_val + n_test:], "train"))
+        df.loc[seen.index, "split"] = seen["dup_group"].map(assignment)
     image_splits = df.sort_values(["split", "class_id", "viewpoint", "image_id"]).reset_index(drop=True)
+    _check_splits(image_splits, validated, p)
 
     pairs = _pair_views(image_splits, p.viewpoints, rng)
+    image_splits, pairs = stamp_split_tables(image_splits, pairs)
     excl = pd.concat(excluded)[["image_id", "path", "viewpoint", "class_id", "reason"]]
     summary = _split_summary(image_splits, pairs, excl, p)
-    logger.info("splits: %s", summary["images_per_split"])
+    logger.info("splits: %s; pairs: %s; near-duplicate groups: %s", summary["images_per_split"],
+                summary["pairs_per_split"], summary["near_duplicate_groups"]["groups"])
     return image_splits, pairs, excl.reset_index(drop=True), summary
 
 
+def _check_splits(images: pd.DataFrame, validated: pd.DataFrame, p: DataEngineeringParams) -> None:
+    """Stop where the split is made when it cannot work: an empty split or < 2 train classes."""
+    needed = ["train", "val"] + (["test"] if p.test_fraction > 0 else []) \
+        + (["unseen"] if p.unseen_fraction > 0 else [])
+    present = images["split"].value_counts()
+    empty = [s for s in needed if present.get(s, 0) == 0]
+    n_train = images.loc[images["split"] == "train", "class_id"].nunique()
+    if not empty and n_train >= 2:
+        return
+    column = validated["viewpoint"] if "viewpoint" in validated else pd.Series(dtype=object)
+    found = {str(k): int(v) for k, v in column.fillna("<missing>").value_counts().items()}
+    problem = (f"split(s) {empty} are empty" if empty else "") + \
+        ("; " if empty and n_train < 2 else "") + \
+        (f"the train split has {n_train} class(es), at least 2 are needed" if n_train < 2 else "")
+    raise ValueError(
+        f"split_dataset: {problem} ({len(images)} images in "
+        f"{images['class_id'].nunique()} classes were kept). A class is kept when each of "
+        f"data_engineering.viewpoints={p.viewpoints} has at least "
+        f"data_engineering.min_images_per_class_per_view={p.min_images_per_class_per_view} "
+        f"images; the manifest's viewpoint column (viewpoint) holds {found or 'no values'}. "
+        "Check that column, or lower min_images_per_class_per_view / change viewpoints.")
+
+
 def _pair_views(images: pd.DataFrame, views: list[str], rng: np.random.Generator) -> pd.DataFrame:
+    """Front+rear samples per (split, class): cycled in train, unique pairs elsewhere."""
     cols = ["sample_id", "split", "class_id"] + [f"{v}_image_id" for v in views]
     rows = []
     if len(views) < 2:
@@ -192,7 +307,9 @@ def _pair_views(images: pd.DataFrame, views: list[str], rng: np.random.Generator
             logger.warning("no %s pair possible for class %s in %s (a view is missing)",
                            "+".join(views), cls, split)
             continue
-        n = max(len(ids) for ids in per_view)
+        # train cycles the shorter view (every image trained on); evaluation pairs are unique
+        n = max(len(ids) for ids in per_view) if split == "train" else \
+            min(len(ids) for ids in per_view)
         for k in range(n):
             rows.append([f"{split}:{cls}:{k}", split, cls] + [ids[k % len(ids)] for ids in per_view])
     return pd.DataFrame(rows, columns=cols)
@@ -201,10 +318,28 @@ def _pair_views(images: pd.DataFrame, views: list[str], rng: np.random.Generator
 def _split_summary(images: pd.DataFrame, pairs: pd.DataFrame, excluded: pd.DataFrame,
                    p: DataEngineeringParams) -> dict[str, Any]:
     per_split = images.groupby("split")
+    paired = set()
+    for v in p.viewpoints if len(p.viewpoints) > 1 else []:
+        paired |= set(pairs[f"{v}_image_id"])
+    unpaired = images.loc[~images["image_id"].isin(paired)] if len(p.viewpoints) > 1 \
+        else images.iloc[0:0]
+    sizes = images.groupby("dup_group").size() if "dup_group" in images else pd.Series(dtype=int)
+    multi = sizes[sizes > 1]
     return {
         "images_per_split": {s: int(per_split.size().get(s, 0)) for s in SPLITS},
         "classes_per_split": {s: int(per_split["class_id"].nunique().get(s, 0)) for s in SPLITS},
         "pairs_per_split": {s: int((pairs["split"] == s).sum()) for s in SPLITS},
+        "unpaired_per_split": {
+            s: {v: int(((unpaired["split"] == s) & (unpaired["viewpoint"] == v)).sum())
+                for v in p.viewpoints} for s in SPLITS},
+        "pairing": "train: shorter view cycled, max(n_front, n_rear) pairs per class (images "
+                   "repeat); val/test/unseen: unique pairs, min(n_front, n_rear) per class, "
+                   "unpaired images evaluated in the single-view sets only",
+        "near_duplicate_groups": {
+            "groups": int(len(multi)), "images_in_groups": int(multi.sum()),
+            "largest": int(multi.max()) if len(multi) else 1,
+            "method": p.dedup.method, "hash_bits": p.dedup.hash_size ** 2,
+            "max_distance": p.dedup.max_distance},
         "excluded": {str(k): int(v) for k, v in excluded["reason"].value_counts().items()},
         "params": p.model_dump(),
     }
@@ -212,18 +347,27 @@ def _split_summary(images: pd.DataFrame, pairs: pd.DataFrame, excluded: pd.DataF
 
 def crop_images(image_splits: pd.DataFrame, raw: RawSource,
                 parameters: dict[str, Any]) -> CropsStore:
-    """Crop every kept image's box (plus margin), resize, and store all as one uint8 array."""
+    """Crops store of every kept image's box (plus margin), resized to one uint8 array.
+
+    The node stays pure and cheap: it returns the index, the metadata and a lazy
+    :class:`~compcars_kedro.data.imaging.CropPlan` (paths, boxes, crop settings) as ``images``.
+    The crops themselves are computed when the ``crops`` dataset is saved:
+    :class:`~compcars_kedro.datasets.CropsStoreDataset` has the workers write each crop
+    straight into ``images.npy`` in the version's ``.partial`` folder (renamed into place on
+    success), so peak memory does not grow with the number of images and a killed run leaves
+    no half-written version. ``np.asarray(store.images)`` crops in memory instead (tests).
+    """
     p = validate(DataEngineeringParams, parameters, "data_engineering")
     spec = CropSpec(size=p.crop.size, margin=p.crop.margin, resize_mode=p.crop.resize_mode)
     paths = [str(raw.resolve(x)) for x in image_splits["path"]]
     boxes = image_splits[["x0", "y0", "x1", "y1"]].to_numpy(dtype=float)
-    images = crop_many(paths, boxes, spec, num_workers=p.crop.num_workers,
-                       chunksize=p.crop.chunksize)
+    images = CropPlan(tuple(paths), boxes, spec, num_workers=p.crop.num_workers,
+                      chunksize=p.crop.chunksize)
     keep = ["image_id", "path", "split", "class_id", "class_name", "viewpoint", "make", "model",
             "make_id", "model_id", "year", "type", "x0", "y0", "x1", "y1"]
     index = image_splits[keep].reset_index(drop=True)
     meta = {"crop": p.crop.model_dump(), "n": len(index),
-            "per_split": index["split"].value_counts().to_dict()}
-    logger.info("cropped %d images to %dx%d (%s)", len(index), spec.size, spec.size,
-                spec.resize_mode)
+            "per_split": index["split"].value_counts().to_dict(), **fingerprints_of(image_splits)}
+    logger.info("crop plan: %d images to %dx%d (%s), %.2f GB, written when the crops store "
+                "is saved", len(index), spec.size, spec.size, spec.resize_mode, images.nbytes / 1e9)
     return CropsStore(images=images, index=index, meta=meta)

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from compcars_kedro.data.views import build_view_data
+from compcars_kedro.data.fingerprint import check_versions
+from compcars_kedro.data.views import build_view_data, with_splits
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.datasets.embeddings import EmbeddingSet
 from compcars_kedro.device import current_device
@@ -27,18 +28,25 @@ EXTRACT_SPLITS = ("val", "test", "unseen")
 
 
 def embed_splits(crops: CropsStore, multiview_samples: pd.DataFrame, checkpoint: Checkpoint,
-                 parameters: dict[str, Any]) -> tuple[EmbeddingSet, EmbeddingSet, EmbeddingSet]:
+                 parameters: dict[str, Any], image_splits: pd.DataFrame | None = None,
+                 ) -> tuple[EmbeddingSet, EmbeddingSet, EmbeddingSet]:
     """Embeddings of val, test and unseen with the checkpoint's own views and fusion.
 
     The labels of seen splits use the checkpoint's training label map; unseen classes get
-    labels after them (used only to score, never to choose anything).
+    labels after them (used only to score, never to choose anything). ``image_splits`` (when
+    given) decides each image's split (see ``with_splits``).
     """
+    crops = with_splits(crops, image_splits)
+    check_versions(crops=crops, multiview_samples=multiview_samples)
+    stage = checkpoint.meta.get("stage", "model")
+    check_versions(rerun="kedro run --pipelines finetuning (it trains on the current crops)",
+                   crops=crops, multiview_samples=multiview_samples,
+                   **{f"{stage}_checkpoint": checkpoint})
     device = current_device()
     model = model_from_checkpoint(checkpoint, device=device)
     views = list(checkpoint.meta["model_config"]["views"])
     class_ids = checkpoint.meta.get("class_ids") or []
     labels = {c: i for i, c in enumerate(class_ids)}
-    stage = checkpoint.meta.get("stage", "model")
     out = []
     for split in EXTRACT_SPLITS:
         data, table = build_view_data(crops, multiview_samples, views, split, labels)

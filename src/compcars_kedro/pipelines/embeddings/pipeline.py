@@ -9,7 +9,7 @@ from compcars_kedro.tracking import retrieval_mlflow_metrics
 def create_pipeline(**kwargs) -> Pipeline:
     nodes = [
         node(embed_splits, ["crops", "multiview_samples", f"{source}_checkpoint",
-                            "params:embeddings"],
+                            "params:embeddings", "image_splits"],
              [f"embeddings_{source}_{split}" for split in ("val", "test", "unseen")],
              name=f"embed_{source}", tags=["gpu"])
         for source in ("baseline", "finetuned")

@@ -8,11 +8,12 @@ from typing import Any
 
 import pandas as pd
 
-from compcars_kedro.data.views import build_view_data, label_map
+from compcars_kedro.data.fingerprint import check_versions
+from compcars_kedro.data.views import build_view_data, label_map, with_splits
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.device import current_device
 from compcars_kedro.params import FinetuningParams, validate
-from compcars_kedro.training.checkpoint import Checkpoint
+from compcars_kedro.training.checkpoint import Checkpoint, work_dir_lock
 from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.loop import Trainer, fit
 
@@ -37,14 +38,18 @@ def _configs(config: dict[str, Any]) -> tuple[ModelConfig, LossConfig, TrainingC
             TrainingConfig.model_validate(config["training"]))
 
 
-def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[str, Any]
+def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[str, Any],
+             image_splits: pd.DataFrame | None = None,
              ) -> tuple[Checkpoint, Checkpoint, Checkpoint, pd.DataFrame, dict[str, Any]]:
     """Train on ``train``, validate on ``val`` each epoch; return baseline, best, last checkpoints.
 
     The baseline checkpoint is the same backbone before any training step (pretrained weights,
     or the seeded random init), so the embeddings pipeline compares like with like.
+    ``image_splits`` (when given) decides each image's split (see ``with_splits``).
     """
+    crops = with_splits(crops, image_splits)
     model_cfg, loss_cfg, train_cfg = _configs(config)
+    fingerprints = check_versions(crops=crops, multiview_samples=multiview_samples)
     views = model_cfg.views
     template = model_cfg.clip.prompt_template if loss_cfg.name == "clip" else None
     index = crops.index
@@ -63,18 +68,20 @@ def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[st
     baseline_trainer = Trainer(model_cfg, loss_cfg, train_cfg, train, num_classes=len(labels),
                                device="cpu", val=None, progress=False)
     meta = {**baseline_trainer.base_meta(label_names), "variant": config["variant"],
-            "stage": "baseline", "class_ids": class_ids}
+            "stage": "baseline", "class_ids": class_ids, "data_fingerprints": fingerprints}
     baseline = baseline_trainer.checkpoint(meta, with_optimizer=False)
     del baseline_trainer
 
     run = config["run"]
     work_dir = Path(run["work_dir"]) / config["variant"]
-    result = fit(model_cfg, loss_cfg, train_cfg, train, val, num_classes=len(labels),
-                 device=device, work_dir=work_dir, resume=bool(run["resume"]),
-                 label_names=label_names)
+    with work_dir_lock(work_dir):  # one run per variant's work dir
+        result = fit(model_cfg, loss_cfg, train_cfg, train, val, num_classes=len(labels),
+                     device=device, work_dir=work_dir, resume=bool(run["resume"]),
+                     label_names=label_names)
     best = result.best
     best.meta.update({"variant": config["variant"], "stage": "finetuned",
-                      "class_ids": class_ids})
+                      "class_ids": class_ids, "data_fingerprints": fingerprints})
+    result.last.meta["data_fingerprints"] = fingerprints
     history = result.history.assign(**config["keys"])
     metrics = {**config["keys"], **{k: float(v) for k, v in result.best_metrics.items()},
                "n_train": len(train), "n_val": len(val), "n_classes": len(labels)}

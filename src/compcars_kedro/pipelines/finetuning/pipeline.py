@@ -12,7 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
              ["params:model", "params:loss", "params:views", "params:embedding_dim",
               "params:models", "params:losses", "params:training", "params:finetuning"],
              "finetuning_config", name="resolve_finetuning_config"),
-        node(finetune, ["crops", "multiview_samples", "finetuning_config"],
+        node(finetune, ["crops", "multiview_samples", "finetuning_config", "image_splits"],
              ["baseline_checkpoint", "finetuned_checkpoint", "last_checkpoint", "training_history",
               "finetuning_metrics"],
              name="finetune", tags=["gpu"]),

@@ -32,6 +32,15 @@ def variant_config(variant: Variant, embedding_dim: int | None, models: dict[str
     return config
 
 
+def split_for_seed(split_seed: int, validated: pd.DataFrame, parameters: dict[str, Any],
+                   image_hashes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
+                                                        dict[str, Any]]:
+    """``split_dataset`` with ``data_engineering.seed`` replaced by the grid's ``split_seed``."""
+    from compcars_kedro.pipelines.data_engineering.nodes import split_dataset
+
+    return split_dataset(validated, {**(parameters or {}), "seed": split_seed}, image_hashes)
+
+
 def variant_status(variant: Variant, config: Any, finetuning_metrics: Any,
                    retrieval_metrics: Any, clustering_metrics: Any) -> dict[str, Any]:
     """``ok`` with the headline numbers, or ``failed`` with the failing node and its error."""

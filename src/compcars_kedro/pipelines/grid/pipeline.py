@@ -20,7 +20,12 @@ from compcars_kedro.grid import (
 from compcars_kedro.pipelines.clustering.nodes import cluster_embeddings
 from compcars_kedro.pipelines.embeddings.nodes import embed_splits, retrieval_table
 from compcars_kedro.pipelines.finetuning.nodes import finetune
-from compcars_kedro.pipelines.grid.nodes import collect_results, variant_config, variant_status
+from compcars_kedro.pipelines.grid.nodes import (
+    collect_results,
+    split_for_seed,
+    variant_config,
+    variant_status,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +56,12 @@ def variant_pipeline(variant: Variant) -> Pipeline:
         node(guard(_bind(variant_config, variant), v, 1),
              ["params:embedding_dim", "params:models", "params:losses", "params:training",
               "params:finetuning"], "config", name="resolve_config"),
-        node(guard(finetune, v, 5), ["crops", "multiview_samples", "config"],
+        node(guard(finetune, v, 5), ["crops", "multiview_samples", "config", "image_splits"],
              ["baseline_checkpoint", "finetuned_checkpoint", "last_checkpoint",
               "training_history", "finetuning_metrics"], name="finetune", tags=["gpu"]),
         *[node(guard(embed_splits, v, 3),
-               ["crops", "multiview_samples", f"{s}_checkpoint", "params:embeddings"],
+               ["crops", "multiview_samples", f"{s}_checkpoint", "params:embeddings",
+                "image_splits"],
                [f"embeddings_{s}_{p}" for p in SPLITS], name=f"embed_{s}", tags=["gpu"])
           for s in ("baseline", "finetuned")],
         node(guard(retrieval_table, v, 1), [*emb, "config"], "retrieval_metrics",
@@ -66,8 +72,23 @@ def variant_pipeline(variant: Variant) -> Pipeline:
              ["config", "finetuning_metrics", "retrieval_metrics", "clustering_metrics"],
              "status", name="status"),
     ]
-    return pipeline(Pipeline(nodes), namespace=v, inputs={"crops", "multiview_samples"},
+    ns = variant.split_namespace  # the variant's split tables (its split seed)
+    inputs = {"crops": "crops", **{name: f"{ns}.{name}" if ns else name
+                                   for name in ("multiview_samples", "image_splits")}}
+    return pipeline(Pipeline(nodes), namespace=v, inputs=inputs,
                     parameters=set(SHARED_PARAMS), tags=["study", variant.study])
+
+
+def split_pipeline(split_seed: int) -> Pipeline:
+    """The class split of one split seed (``split_ss<seed>.image_splits`` / ``.multiview_samples``)
+    from the kept images and their hashes; the crops store is shared, nothing is re-cropped."""
+    return pipeline(Pipeline([node(
+        _bind(split_for_seed, split_seed), ["validated_images", "params:data_engineering",
+                                            "image_hashes"],
+        ["image_splits", "multiview_samples", "excluded_images", "split_summary"],
+        name="split_dataset")]), namespace=f"split_ss{split_seed}",
+        inputs={"validated_images", "image_hashes"}, parameters={"params:data_engineering"},
+        tags=["study", "split"])
 
 
 def study_pipeline(variants: list[Variant], study: str) -> Pipeline:
@@ -80,6 +101,8 @@ def study_pipeline(variants: list[Variant], study: str) -> Pipeline:
             continue
         todo.append(variant)
     chains = sum((variant_pipeline(v) for v in todo), Pipeline([]))
+    for split_seed in sorted({v.split_seed for v in todo if v.split_seed is not None}):
+        chains += split_pipeline(split_seed)
     collect = node(collect_results, [f"{study}_results", *[f"{v.name}.status" for v in todo]],
                    [f"{study}_status", f"{study}_training_history", f"{study}_retrieval_metrics",
                     f"{study}_clustering_metrics"], name=f"collect_{study}", tags=["study"])
@@ -87,5 +110,6 @@ def study_pipeline(variants: list[Variant], study: str) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    grid = load_study_parameters().get("grid", {})
-    return study_pipeline(expand_grid(grid), "grid")
+    params = load_study_parameters()
+    default_split_seed = int((params.get("data_engineering") or {}).get("seed", 42))
+    return study_pipeline(expand_grid(params.get("grid", {}), default_split_seed), "grid")

@@ -12,16 +12,18 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from compcars_kedro.data.raw import RawSource
 from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.datasets.embeddings import EmbeddingSet
 from compcars_kedro.reporting import builders
+from compcars_kedro.reporting.data_info import describe_data
 from compcars_kedro.reporting.params import reporting_params
 from compcars_kedro.reporting.report import render_report
 
 logger = logging.getLogger(__name__)
 
 TABLE_NAMES = ("metrics_long", "run_summary", "comparison", "factor_comparison", "improvement",
-               "best_configuration", "clustering_methods")
+               "best_configuration", "claims", "clustering_methods")
 
 
 def build_report_tables(training_history: pd.DataFrame, retrieval_metrics: pd.DataFrame,
@@ -85,27 +87,43 @@ def plot_confusion_matrix(finetuned_val: EmbeddingSet, finetuned_test: Embedding
 
 
 def summarise_clip_layers(clip_layers_table: pd.DataFrame | None, parameters: dict[str, Any]
-                          ) -> tuple[pd.DataFrame, Figure, dict[str, Any]]:
-    """Pearson r and best layer count per CLIP component; empty when no table is given."""
-    return builders.clip_layers_outputs(clip_layers_table, parameters)
+                          ) -> tuple[pd.DataFrame, pd.DataFrame, Figure, dict[str, Any]]:
+    """Pearson r and best layer count per CLIP component, the paired claims (vision vs text,
+    best layer count) and the figure; empty when no table is given."""
+    summary, fig, pay = builders.clip_layers_outputs(clip_layers_table, parameters)
+    claims = pd.DataFrame(pay.get("claims", []))
+    return summary, claims, fig, pay
+
+
+def describe_report_data(compcars_raw: RawSource, split_summary: dict[str, Any],
+                         finetuning_config: dict[str, Any], run_summary: pd.DataFrame,
+                         all_parameters: dict[str, Any]) -> dict[str, Any]:
+    """Raw path, its kind (generated sample / CompCars / manifest CSV), counts and weights."""
+    models = sorted(set(run_summary["model"])) if "model" in run_summary else []
+    info = describe_data(compcars_raw, split_summary, finetuning_config, all_parameters, models)
+    logger.info("report data: %s (%s)", info.get("raw_path"), info.get("kind"))
+    return info
 
 
 def build_html_report(run_summary: pd.DataFrame, comparison: pd.DataFrame,
                       factor_comparison: pd.DataFrame, improvement: pd.DataFrame,
-                      best_configuration: pd.DataFrame, clustering_methods: pd.DataFrame,
+                      best_configuration: pd.DataFrame, claims: pd.DataFrame,
+                      clustering_methods: pd.DataFrame, metrics_long: pd.DataFrame,
                       training_images: dict[str, Any], comparison_images: dict[str, Any],
                       scatter_images: dict[str, Any], gallery_images: dict[str, Any],
                       confusion_images: dict[str, Any], clip_layers_images: dict[str, Any],
                       split_summary: dict[str, Any], finetuning_config: dict[str, Any],
-                      all_parameters: dict[str, Any], parameters: dict[str, Any]) -> str:
+                      data_info: dict[str, Any], all_parameters: dict[str, Any],
+                      parameters: dict[str, Any]) -> str:
     """The self-contained HTML page (images embedded as base64 PNG)."""
     tables = {"run_summary": run_summary, "comparison": comparison,
               "factor_comparison": factor_comparison, "improvement": improvement,
-              "best_configuration": best_configuration, "clustering_methods": clustering_methods}
+              "best_configuration": best_configuration, "claims": claims,
+              "clustering_methods": clustering_methods, "metrics_long": metrics_long}
     payloads = {"training": training_images, "comparison": comparison_images,
                 "scatter": scatter_images, "galleries": gallery_images,
                 "confusion": confusion_images, "clip_layers": clip_layers_images}
     page = render_report(tables, payloads, split_summary, finetuning_config, all_parameters,
-                         parameters)
+                         parameters, data_info=data_info)
     logger.info("HTML report: %.1f kB", len(page) / 1024)
     return page
