@@ -16,6 +16,7 @@ what an earlier one produced (e.g. ``--pipelines finetuning`` after the whole st
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -29,12 +30,21 @@ import pytest
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
+logger = logging.getLogger(__name__)
 
 #: Appended to `--params` of `--env compcars` commands: run length only (1 epoch of batch 4).
 COMPCARS_RUN_LENGTH = ("training.epochs=1,training.batch_size=4,training.num_workers=0,"
                        "training.sampler.m_per_class=2,embeddings.batch_size=32,"
                        "data_engineering.num_workers=1,data_engineering.crop.num_workers=1,"
                        "clustering.reducers=[pca],reporting.scatter.reducer=pca")
+
+
+#: conf/local/parameters_grid.yml: the sample studies, one seed / two layer counts.
+TINY_STUDIES = """
+grid: {models: [resnet18], losses: [ce, multisimilarity], views: [front+rear], seeds: [0],
+       split_seeds: [42]}
+clip_layers: {layers: [1, 12]}
+"""
 
 
 def readme_kedro_run_commands(readme: Path = ROOT / "README.md") -> list[list[str]]:
@@ -80,6 +90,11 @@ def test_every_readme_kedro_run_command_works(tiny_run, tiny_sample: Path,
     assert result.returncode == 0, result.stderr[-3000:]
     project = tmp_path / "project"
     shutil.copytree(first, project, symlinks=True)
+    local = project / "conf" / "local"  # the tiny sample's settings: one epoch, small studies
+    tiny = (local / "parameters.yml").read_text()
+    assert "  epochs: 2\n" in tiny
+    (local / "parameters.yml").write_text(tiny.replace("  epochs: 2\n", "  epochs: 1\n"))
+    (local / "parameters_grid.yml").write_text(TINY_STUDIES)
     torch_home = tmp_path / "torch"
     save_torchvision_standins(torch_home, {"resnet50": "IMAGENET1K_V2"})
     kedro = Path(sys.executable).with_name("kedro")
@@ -100,6 +115,7 @@ def test_every_readme_kedro_run_command_works(tiny_run, tiny_sample: Path,
             ok = done.returncode != 0 and "require_gpu is set" in out
         else:
             ok = done.returncode == 0
+        logger.info("README command: kedro %s -> %s", shlex.join(args), "ok" if ok else "FAILED")
         if not ok:
             failures.append(f"kedro {shlex.join(args)} -> {done.returncode}:\n{out[-3000:]}")
     assert not failures, "\n\n".join(failures)
