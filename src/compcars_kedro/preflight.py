@@ -7,6 +7,7 @@ started; here it fails at once with the pipeline to run first.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,37 @@ def _has_exists(dataset: Any) -> bool:
     return type(dataset)._exists is not AbstractDataset._exists
 
 
-def _producers(dataset_name: str, pipelines: dict[str, Any]) -> list[str]:
-    """Registered pipelines that output ``dataset_name``, smallest first."""
-    found = []
-    for name, pipe in pipelines.items():
-        if name == "__default__":
-            continue
+#: Pipelines searched first for the producer of a missing input (the main chain, in order).
+MAIN_CHAIN = ("data_engineering", "finetuning", "embeddings", "clustering", "reporting")
+
+
+def _project_pipelines() -> Iterator[tuple[str, Any]]:
+    """Every pipeline of ``compcars_kedro/pipelines/`` (main chain first), built directly:
+    ``kedro run --pipelines X`` registers only X, so the registry does not know the others."""
+    import importlib
+    import pkgutil
+
+    from compcars_kedro import pipelines as package
+
+    names = [m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg]
+    for name in [n for n in MAIN_CHAIN if n in names] + [n for n in names if n not in MAIN_CHAIN]:
         try:
-            outputs = pipe.all_outputs()
+            yield name, importlib.import_module(f"{package.__name__}.{name}.pipeline"
+                                                ).create_pipeline()
         except Exception:  # noqa: BLE001 - a pipeline that cannot be built produces nothing
             continue
-        if dataset_name in outputs:
-            found.append((len(pipe.nodes), name))
-    return [name for _, name in sorted(found)]
 
 
-def missing_upstream_data(pipeline: Any, catalog: Any, pipelines: dict[str, Any]) -> list[str]:
+def _producer(dataset_name: str, pipelines: Iterable[tuple[str, Any]]) -> str | None:
+    """The first pipeline that outputs ``dataset_name``."""
+    for name, pipe in pipelines:
+        if dataset_name in pipe.all_outputs():
+            return name
+    return None
+
+
+def missing_upstream_data(pipeline: Any, catalog: Any,
+                          pipelines: Iterable[tuple[str, Any]] | None = None) -> list[str]:
     """One line per free input of ``pipeline`` that does not exist: what to run to make it."""
     problems = []
     for name in sorted(pipeline.inputs()):
@@ -53,10 +69,10 @@ def missing_upstream_data(pipeline: Any, catalog: Any, pipelines: dict[str, Any]
                 "(`--params raw_path=...`, $COMPCARS_ROOT or conf/local/globals.yml), or "
                 "`make sample` for the generated sample")
             continue
-        producers = _producers(name, pipelines)
-        if producers:
+        producer = _producer(name, pipelines if pipelines is not None else _project_pipelines())
+        if producer:
             problems.append(f"  {name}: never produced; run `kedro run --pipelines "
-                            f"{producers[0]}` first (same --env)")
+                            f"{producer}` first (same --env)")
         else:
             problems.append(f"  {name}: does not exist ({dataset._describe()})")
     return problems
@@ -64,9 +80,7 @@ def missing_upstream_data(pipeline: Any, catalog: Any, pipelines: dict[str, Any]
 
 def check_upstream_data(pipeline: Any, catalog: Any) -> None:
     """Raise before any node runs when inputs of ``pipeline`` were never produced."""
-    from kedro.framework.project import pipelines
-
-    problems = missing_upstream_data(pipeline, catalog, dict(pipelines))
+    problems = missing_upstream_data(pipeline, catalog)
     if problems:
         raise RuntimeError("this pipeline needs data that does not exist yet:\n"
                            + "\n".join(problems))
