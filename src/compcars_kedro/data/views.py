@@ -92,6 +92,13 @@ def build_view_data(
     table = sample_table(crops, pairs, views, split)
     if table.empty:
         raise ValueError(f"split {split!r} has no samples for views {'+'.join(views)}")
+    if split != "train":  # no metric on a set in which an image appears twice
+        ids = pd.concat([table[f"{v}_image_id"] for v in views])
+        if not ids.is_unique:
+            raise ValueError(
+                f"split {split!r} ({'+'.join(views)}) uses {int(ids.duplicated().sum())} images "
+                f"twice (e.g. {ids[ids.duplicated()].iloc[0]}); evaluation pairs must be unique: "
+                "rerun data_engineering (kedro run --pipelines data_engineering)")
     mapping = dict(labels or {})
     for c in sorted(set(table["class_id"]) - set(mapping)):
         mapping[c] = len(mapping)

@@ -111,16 +111,6 @@ def unflatten_optimizer_state(
     return {"state": state, "param_groups": groups}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def _flock(path: Path, *, blocking: bool = True) -> Iterator[int]:
     """Exclusive ``flock`` on ``path`` (released when the block ends or the process dies)."""
@@ -139,10 +129,12 @@ def _flock(path: Path, *, blocking: bool = True) -> Iterator[int]:
 
 def _remove_stale_siblings(folder: Path) -> None:
     """Remove ``<name>.tmp-<pid>-*`` / ``<name>.old-<pid>-*`` left by processes that died."""
+    from compcars_kedro.datasets._folder import _owner_alive  # lazy: datasets import this module
+
     for p in folder.parent.glob(f"{folder.name}.*-*-*"):
         kind, _, rest = p.name[len(folder.name) + 1:].partition("-")
         pid = rest.split("-", 1)[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+        if kind in ("tmp", "old") and pid.isdigit() and not _owner_alive({"pid": pid}):
             shutil.rmtree(p, ignore_errors=True)
             logger.info("removed %s left by a process that died", p)
 

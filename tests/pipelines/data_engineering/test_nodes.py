@@ -173,6 +173,24 @@ def test_ten_fronts_three_rears_give_three_unique_pairs_and_seven_single_fronts(
     assert len(sample_table(crops, pairs, ["front", "rear"], split)) == 3
 
 
+def test_evaluation_set_with_a_repeated_image_is_refused() -> None:
+    from compcars_kedro.data.views import build_view_data
+    from compcars_kedro.datasets.crops import CropsStore
+
+    images = pd.concat([_toy_images(4, 2, "test"), _toy_images(4, 2, "train")])
+    images["image_id"] = images["split"] + "_" + images["image_id"]
+    index = images.assign(class_name="c", make="m", model="c", type="t").reset_index(drop=True)
+    crops = CropsStore(np.zeros((len(index), 8, 8, 3), np.uint8), index)
+    # the old rule, the shorter view cycled in every split: rears used twice
+    cycled = pd.DataFrame([
+        {"sample_id": f"{s}:c:{k}", "split": s, "class_id": "c",
+         "front_image_id": f"{s}_front{k:02d}", "rear_image_id": f"{s}_rear{k % 2:02d}"}
+        for s in ("train", "test") for k in range(4)])
+    build_view_data(crops, cycled, ["front", "rear"], "train")  # train may repeat images
+    with pytest.raises(ValueError, match="twice.*rerun data_engineering"):
+        build_view_data(crops, cycled, ["front", "rear"], "test")
+
+
 def test_train_cycles_the_shorter_view() -> None:
     from compcars_kedro.pipelines.data_engineering.nodes import _pair_views
 
