@@ -202,7 +202,9 @@ def test_single_run_report_has_no_interval_and_one_line_sections() -> None:
     for sid in ("comparison", "best-configuration", "heatmaps", "factor-comparison"):
         body = _section(html, sid)
         assert SINGLE_RUN in body and "<table" not in body and "<img" not in body, sid
-    assert _section(html, "claims").count("<li>") == 3
+    claims = _section(html, "claims")
+    assert claims.count("<li>") == 5  # 3 grid claims + CLIP vision/text + CLIP layer count
+    assert "CLIP vision tower vs text tower: no CLIP layers table" in claims
 
 
 def test_report_without_clustering_or_metadata() -> None:

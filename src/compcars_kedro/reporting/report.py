@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from compcars_kedro.reporting import html as H
+from compcars_kedro.reporting.paired import clip_claims as clip_claims_of
 from compcars_kedro.reporting.paired import p_text
 from compcars_kedro.reporting.params import ReportingParams, reporting_params
 from compcars_kedro.reporting.tables import (
@@ -654,7 +655,8 @@ def render_report(tables: Mapping[str, pd.DataFrame], payloads: Mapping[str, Any
     body: dict[str, str] = {}
     body["answer"] = _answer_section(tables, headline, replicates, p)
     body["data"] = _data_section(data_info, split_summary)
-    clip_claims = pd.DataFrame(clip.get("claims", [])) if clip.get("present") else None
+    clip_claims = (pd.DataFrame(clip.get("claims", [])) if clip.get("present")
+                   else clip_claims_of(None))  # one line per CLIP claim: study not run
     body["claims"] = _claims_section(tables.get("claims", pd.DataFrame()), clip_claims)
     if several:
         text, best = best_display(tables["best_configuration"])
