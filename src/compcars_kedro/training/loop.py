@@ -66,6 +66,15 @@ HISTORY_COLUMNS = [
 # --------------------------------------------------------------------------- metrics
 
 
+def _tensor(values: np.ndarray | torch.Tensor, dtype: type) -> torch.Tensor:
+    """A tensor of ``values``; read-only arrays (memmaps, pandas/arrow buffers) are copied, since
+    torch cannot share memory it may not write (it warns instead)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy() if values.is_floating_point() else values.cpu().numpy()
+    array = np.asarray(values, dtype=dtype)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 def retrieval_metrics(
     embeddings: np.ndarray | torch.Tensor,
     labels: np.ndarray | torch.Tensor,
@@ -82,8 +91,8 @@ def retrieval_metrics(
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
 
-    emb = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
-    lab = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    emb = _tensor(embeddings, np.float32)
+    lab = _tensor(labels, np.int64)
     if len(emb) < 2 or len(np.unique(lab.numpy())) == len(lab):
         return {m: float("nan") for m in RETRIEVAL_METRICS}
     if device is None:
