@@ -35,8 +35,21 @@ $(SAMPLE)/sample_info.json: | $(STAMP)
 
 sample: $(SAMPLE)/sample_info.json
 
+REPORT := data/08_reporting/report.html
+
+# Ends by printing where the report is (and whether this run rebuilt it); the full log of the
+# run is appended to logs/kedro.log (conf/logging.yml).
 run: install sample
+	@mkdir -p logs && touch logs/.run-start
 	$(KEDRO) run $(ARGS)
+	@if [ -f $(REPORT) ] && [ $(REPORT) -nt logs/.run-start ]; then \
+	  echo "Report: $(CURDIR)/$(REPORT)"; \
+	elif [ -f $(REPORT) ]; then \
+	  echo "Report (not rebuilt by this run; ARGS='--pipelines reporting' rebuilds it): $(CURDIR)/$(REPORT)"; \
+	else \
+	  echo "No report yet: the default pipeline (or --pipelines reporting) writes $(REPORT)"; \
+	fi
+	@echo "Log: $(CURDIR)/logs/kedro.log"
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

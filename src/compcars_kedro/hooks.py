@@ -14,9 +14,13 @@ logger = logging.getLogger(__name__)
 
 
 class ValidateParametersHook:
-    """Fail a run before its first node when a parameter is unknown or invalid."""
+    """Fail a run before its first node when a parameter is unknown or invalid.
 
-    @hook_impl
+    ``tryfirst``: runs before kedro-mlflow's ``before_pipeline_run`` opens the MLflow run, so a
+    bad ``--params`` leaves no FAILED run behind.
+    """
+
+    @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         if "parameters" in catalog:
             trains = any(n.name.split(".")[-1] == "finetune" for n in pipeline.nodes)

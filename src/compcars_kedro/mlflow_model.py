@@ -27,13 +27,16 @@ class EmbeddingModel(PythonModel):
 
         self.model = model_from_checkpoint(context.artifacts["checkpoint"], device="cpu")
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 - untyped for MLflow
+    def predict(self, context: Any, model_input: np.ndarray,
+                params: dict[str, Any] | None = None) -> np.ndarray:
+        """uint8 images -> L2-normalised embeddings (``np.ndarray`` in: MLflow skips schema
+        inference for it, and the type hint silences its "add type hints" warning)."""
         import torch
         import torch.nn.functional as F
 
         from compcars_kedro.training.augment import prepare_images
 
-        images = np.asarray(model_input, dtype=np.uint8)
+        images = np.array(model_input, dtype=np.uint8)  # a writable copy (torch warns otherwise)
         if images.ndim == 4:
             images = images[:, None]
         with torch.no_grad():

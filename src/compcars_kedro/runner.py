@@ -98,3 +98,10 @@ class GPURunner(SequentialRunner):
 
         return node._copy(func=on_device)
 
+
+
+# ``--runner compcars_kedro.runner.RayRunner``: the grid's variants as Ray tasks (ray_runner.py;
+# ``ray`` itself is imported only when a run starts).
+from compcars_kedro.ray_runner import RayRunner  # noqa: E402
+
+__all__ = ["GPURunner", "RayRunner"]

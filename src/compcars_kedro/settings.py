@@ -8,8 +8,11 @@ from kedro.config import OmegaConfigLoader
 
 from compcars_kedro._environment import configure_environment
 from compcars_kedro.hooks import MlflowArtifactsHook, ValidateParametersHook
+from compcars_kedro.logsetup import configure_console_logging
+from compcars_kedro.mlflow_runs import CloseStaleRunsHook, NameRunHook
 
 configure_environment()
+configure_console_logging()  # plain console lines when not a terminal (conf/logging.yml)
 
 
 def _env(key: str, default: str | None = None) -> str | None:
@@ -17,7 +20,7 @@ def _env(key: str, default: str | None = None) -> str | None:
     return os.environ.get(key, default)
 
 
-HOOKS = (ValidateParametersHook(), MlflowArtifactsHook())
+HOOKS = (ValidateParametersHook(), MlflowArtifactsHook(), CloseStaleRunsHook(), NameRunHook())
 
 def _project_root() -> str:
     """``${project_root:}``: the Kedro project folder, also when called from ``notebooks/``."""

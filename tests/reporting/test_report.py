@@ -136,11 +136,33 @@ def test_claims_missing_runs_get_one_line_each(page: str) -> None:
 
 def test_matched_section_shows_the_table_or_one_line() -> None:
     assert "no matched-subsample table" in matched_section(None)
-    table = pd.DataFrame({"source": ["finetuned"] * 2, "split": ["test", "unseen"],
-                          "metric": ["ari", "ari"], "mean": [0.61, 0.32], "std": [0.02, 0.05],
-                          "n_draws": [5, 5], "n_classes": [3, 3], "per_class": [4, 4]})
-    html = matched_section(table)
+    summarised = pd.DataFrame({"source": ["finetuned"] * 2, "split": ["test", "unseen"],
+                               "metric": ["ari", "ari"], "mean": [0.61, 0.32],
+                               "std": [0.02, 0.05], "n_draws": [5, 5], "n_classes": [3, 3],
+                               "per_class": [4, 4]})
+    html = matched_section(summarised)
     assert "0.61 ± 0.02" in html and "seen models (test split)" in html and "draws" in html
+    # the clustering pipeline's per-draw table: only the headline method's rows count
+    method = {"selection_mode": "transfer", "reducer": "pca", "clusterer": "hdbscan"}
+    rows = []
+    for split, models, value in (("test", "seen", 0.6), ("unseen", "unseen", 0.3)):
+        for d in range(3):
+            for clusterer, ari in (("hdbscan", value + 0.01 * d), ("kmeans", 0.99)):
+                rows.append({"source": "finetuned", "split": split, "models": models,
+                             "draw": d, "n_classes": 3, "n_samples": 12, "kind": "clustering",
+                             **method, "clusterer": clusterer, "ari": ari})
+    per_draw = pd.DataFrame(rows)
+    html = matched_section(per_draw, headline=method)
+    # hdbscan only: 0.60, 0.61, 0.62 -> 0.61 ± 0.01; 3 draws, 3 classes, 4 per class
+    assert "0.61 ± 0.01" in html and "0.31 ± 0.01" in html and "0.99" not in html
+    assert "<td>3</td>" in html and "<td>4</td>" in html  # draws / classes / per class
+    # an already summarised table with method columns: the headline method's rows only
+    long = pd.DataFrame([{"source": "finetuned", "split": "test", "models": "seen", **method,
+                          "clusterer": c, "metric": "ari", "mean": v, "std": 0.01,
+                          "n_draws": 3, "n_classes": 3, "per_class": 4.0}
+                         for c, v in (("hdbscan", 0.42), ("kmeans", 0.97))])
+    html = matched_section(long, headline=method)
+    assert "0.42 ± 0.01" in html and "0.97" not in html
 
 
 def test_data_section_names_the_raw_data_kind_and_counts(tmp_path) -> None:
@@ -187,7 +209,9 @@ def test_single_run_report_has_no_interval_and_one_line_sections() -> None:
     for sid in ("comparison", "best-configuration", "heatmaps", "factor-comparison"):
         body = _section(html, sid)
         assert SINGLE_RUN in body and "<table" not in body and "<img" not in body, sid
-    assert _section(html, "claims").count("<li>") == 3
+    claims = _section(html, "claims")
+    assert claims.count("<li>") == 5  # 3 grid claims + CLIP vision/text + CLIP layer count
+    assert "CLIP vision tower vs text tower: no CLIP layers table" in claims
 
 
 def test_report_without_clustering_or_metadata() -> None:
@@ -251,3 +275,19 @@ def test_project_2d_falls_back_to_pca_on_few_points() -> None:
     assert xy.shape == (6, 2) and used == "pca"
     xy, used = analysis.project_2d(x[:2], "tsne")
     assert xy.shape == (2, 2) and used == "raw"
+
+
+def test_replicates_cross_training_and_split_seeds() -> None:
+    def crossed(table: pd.DataFrame) -> pd.DataFrame:
+        parts = [table.assign(split_seed=s, variant=table["variant"] + f"_ss{s}")
+                 for s in (42, 43)]
+        return pd.concat(parts, ignore_index=True)
+
+    tables, _ = builders.build_tables(crossed(training_history()), crossed(retrieval_metrics()),
+                                      crossed(clustering_metrics()), FAST_PARAMS)
+    assert set(tables["comparison"]["n_seeds"]) == {4}  # 2 training seeds x 2 split seeds
+    assert "s1/split43" in set(tables["metrics_long"]["replicate"])
+    page = render_report(tables, {}, SPLIT_SUMMARY, finetuning_config(), {}, FAST_PARAMS)
+    answer = _section(page, "answer")
+    assert "n = 4 replicate(s)" in answer
+    assert "training seed varied over 0, 1; class-split seed varied over 42, 43" in answer

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from compcars_kedro.reporting import html as H
+from compcars_kedro.reporting.paired import clip_claims as clip_claims_of
 from compcars_kedro.reporting.paired import p_text
 from compcars_kedro.reporting.params import ReportingParams, reporting_params
 from compcars_kedro.reporting.tables import (
@@ -186,10 +187,9 @@ def _replicates(metrics_long: pd.DataFrame | None, run_summary: pd.DataFrame,
     split_seed = ((split_summary or {}).get("params") or {}).get("seed")
     seeds = sorted(set(run_summary["seed"])) if not run_summary.empty else []
     split_seeds: list[Any] = []
-    if metrics_long is not None and "split_seed" in metrics_long:
-        split_seeds = sorted(set(metrics_long["split_seed"].dropna()))
-    elif "split_seed" in run_summary:
-        split_seeds = sorted(set(run_summary["split_seed"].dropna()))
+    if metrics_long is not None and "replicate" in metrics_long:  # "s0/split42" names
+        split_seeds = sorted({int(r.split("/split")[1]) for r in metrics_long["replicate"]
+                              if isinstance(r, str) and "/split" in r})
     seed_text = (f"training seed varied over {', '.join(map(str, seeds))}" if len(seeds) > 1
                  else f"training seed fixed at {seeds[0]}" if seeds else "no run")
     if len(split_seeds) > 1:
@@ -323,6 +323,14 @@ def _data_section(data_info: Mapping[str, Any] | None, split_summary: Mapping[st
                       f"{sample.get('makes', '–')} makes, {sample.get('models', '–')} models"))
     weights = info.get("weights") or {}
     pairs.append(("weights", "; ".join(f"{k}: {v}" for k, v in weights.items()) or "unknown"))
+    summary = dict(split_summary or {})
+    if summary.get("pairing"):
+        pairs.append(("view pairing", summary["pairing"]))
+    dups = summary.get("near_duplicate_groups") or {}
+    if dups:
+        pairs.append(("near-duplicate groups", f"{dups.get('groups', 0)} groups of "
+                      f"{dups.get('images_in_groups', 0)} images ({dups.get('method', '?')}, "
+                      "each group kept in one split)"))
     parts = [H.key_values(pairs)]
     split = _split_table(split_summary)
     if not split.empty:
@@ -339,13 +347,17 @@ def _split_table(split_summary: Mapping[str, Any] | None) -> pd.DataFrame:
     role = {"train": "training", "val": "early stopping + choices (seen models)",
             "test": "reported: seen models", "unseen": "reported: unseen (held-out) models"}
     splits = list(dict.fromkeys([*images, *classes, *pairs]))
+    unpaired = split_summary.get("unpaired_per_split") or {}
     rows = []
     for s in splits:
-        pair = pairs.get(s)
-        if isinstance(pair, Mapping):  # newer summaries: {"pairs": .., "unpaired": ..}
-            pair = ", ".join(f"{k} {v}" for k, v in pair.items())
-        rows.append({"split": s, "images": images.get(s), "car models": classes.get(s),
-                     "samples (view pairs)": pair, "role": role.get(s, "")})
+        row = {"split": s, "images": images.get(s), "car models": classes.get(s),
+               "samples (view pairs)": pairs.get(s)}
+        if unpaired:
+            left = unpaired.get(s) or {}
+            row["unpaired images"] = (", ".join(f"{v} {n}" for v, n in left.items())
+                                      if isinstance(left, Mapping) else left)
+        row["role"] = role.get(s, "")
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -436,27 +448,101 @@ def _seeds_table(run_summary: pd.DataFrame) -> pd.DataFrame:
                     .reset_index())
 
 
-def matched_section(matched: pd.DataFrame | None, confidence: float = 0.95) -> str:
-    """Seen vs unseen metrics on matched subsamples (same classes count, same per-class count).
+MATCHED_METRICS = ("ari", "ami", "noise_fraction", "mean_average_precision_at_r")
 
-    Accepts a table with ``source, split, metric, mean, std, n_draws, n_classes, per_class``
-    (``models`` instead of ``split`` also works); absent or empty -> one line.
+
+def matched_summary(matched: pd.DataFrame | None, headline: Mapping[str, str],
+                    metrics: Sequence[str] = MATCHED_METRICS) -> pd.DataFrame:
+    """Mean and std over draws per source x models x metric of a matched-subsample table.
+
+    Accepts the per-draw table of the clustering pipeline (``draw``, ``kind`` = retrieval |
+    clustering, method columns, one column per metric; clustering rows are reduced to the
+    headline method) or an already summarised long table (``source, split|models, metric,
+    mean, std, n_draws, n_classes, per_class``). Output: ``source, models, metric, mean, std,
+    n_draws, n_classes, per_class``.
     """
+    cols = ["source", "models", "metric", "mean", "std", "n_draws", "n_classes", "per_class"]
     if matched is None or len(matched) == 0:
+        return pd.DataFrame(columns=cols)
+    m = matched.copy()
+    if "models" not in m and "split" in m:
+        m["models"] = m["split"].map({"test": "seen", "unseen": "unseen"}).fillna(m["split"])
+    def headline_rows(t: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the headline method; rows without a method (retrieval) are kept."""
+        keep = pd.Series(True, index=t.index)
+        for key in ("selection_mode", "reducer", "clusterer"):
+            if key in t:
+                blank = t[key].isna() | (t[key].astype(str) == "")
+                keep &= blank | (t[key] == headline[key])
+        return t[keep]
+
+    if "metric" in m and "mean" in m:  # already summarised (e.g. matched_summary_long)
+        m = headline_rows(m)
+        for c in cols:
+            if c not in m:
+                m[c] = math.nan
+        return m[cols]
+    m = headline_rows(m)
+    if "n_samples" in m and "n_classes" in m:
+        m["per_class"] = m["n_samples"] / m["n_classes"].where(m["n_classes"] > 0)
+    present = [x for x in metrics if x in m]
+    long = m.melt(id_vars=[c for c in ("source", "models", "draw", "seed", "n_classes",
+                                       "per_class") if c in m],
+                  value_vars=present, var_name="metric", value_name="value").dropna(
+        subset=["value"])
+    rows = []
+    for (source, models, metric), g in long.groupby(["source", "models", "metric"], sort=False):
+        draws = g[[c for c in ("draw", "seed") if c in g]].drop_duplicates()
+        rows.append({"source": source, "models": models, "metric": metric,
+                     "mean": float(g["value"].mean()),
+                     "std": float(g["value"].std(ddof=1)) if len(g) > 1 else math.nan,
+                     "n_draws": len(draws),
+                     "n_classes": g["n_classes"].median() if "n_classes" in g else math.nan,
+                     "per_class": g["per_class"].median() if "per_class" in g else math.nan})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def matched_section(matched: pd.DataFrame | None, comparison: pd.DataFrame | None = None,
+                    config: Mapping[str, Any] | None = None,
+                    headline: Mapping[str, str] | None = None) -> str:
+    """Seen vs unseen on matched subsamples (same number of classes, same per-class count),
+    next to the full-split numbers of the same configuration; absent or empty -> one line."""
+    headline = headline or {"selection_mode": "transfer", "reducer": "umap",
+                            "clusterer": "hdbscan"}
+    summary = matched_summary(matched, headline)
+    if summary.empty:
         return H.note("no matched-subsample table in this run: the seen vs unseen numbers "
                       "above come from splits of different sizes")
-    m = matched.copy()
-    if "split" in m and "models" not in m:
-        m["models"] = m["split"].map({"test": "seen", "unseen": "unseen"}).fillna(m["split"])
-    if "models" in m:
-        m["models"] = m["models"].map(lambda v: MODELS_TEXT.get(v, v))
-    if {"mean", "std"} <= set(m.columns):
-        m["mean ± std"] = [_mean_ci(a, s) for a, s in zip(m["mean"], m["std"], strict=True)]
-    drop = [c for c in ("split", "mean", "std") if c in m]
+    rows = []
+    for (models, source), g in summary.groupby(["models", "source"], sort=False):
+        row: dict[str, Any] = {"models": MODELS_TEXT.get(models, models),
+                               "source": "fine-tuned" if source == "finetuned" else source}
+        for _, r in g.iterrows():
+            label = metric_label(r["metric"])
+            row[f"{label} matched"] = _mean_ci(r["mean"], r["std"])
+            if comparison is not None and config is not None and not comparison.empty:
+                row[f"{label} full"] = _num_or_dash(
+                    _value(comparison, config, models, source, r["metric"]))
+        row.update({"draws": int(g["n_draws"].max()),
+                    "classes": _count(g["n_classes"].max()),
+                    "per class": _count(g["per_class"].max())})
+        rows.append(row)
     text = ("Seen and unseen scored on subsamples with the same number of car models and the "
-            "same images per model, over several seeded draws (mean ± std over draws): what "
-            "remains of the gap is not a size effect.")
-    return H.paragraph(text) + H.table(humanize(m.drop(columns=drop)), table_id="matched-table")
+            "same images per model, over several seeded draws (matched = mean ± std over "
+            "draws; full = the whole split, as in the answer): what remains of the gap is not "
+            "a size effect.")
+    return H.paragraph(text) + H.table(pd.DataFrame(rows), table_id="matched-table")
+
+
+def _count(value: float) -> Any:
+    """A count as an int (a median of counts may be fractional: then 3 significant digits)."""
+    if pd.isna(value):
+        return math.nan
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _num_or_dash(value: float) -> str:
+    return "–" if pd.isna(value) else _num(value)
 
 
 # --------------------------------------------------------------------------- protocol
@@ -573,7 +659,8 @@ def render_report(tables: Mapping[str, pd.DataFrame], payloads: Mapping[str, Any
     body: dict[str, str] = {}
     body["answer"] = _answer_section(tables, headline, replicates, p)
     body["data"] = _data_section(data_info, split_summary)
-    clip_claims = pd.DataFrame(clip.get("claims", [])) if clip.get("present") else None
+    clip_claims = (pd.DataFrame(clip.get("claims", [])) if clip.get("present")
+                   else clip_claims_of(None))  # one line per CLIP claim: study not run
     body["claims"] = _claims_section(tables.get("claims", pd.DataFrame()), clip_claims)
     if several:
         text, best = best_display(tables["best_configuration"])
@@ -581,7 +668,8 @@ def render_report(tables: Mapping[str, pd.DataFrame], payloads: Mapping[str, Any
             "no val metric to choose a configuration on")
     else:
         body["best-configuration"] = H.paragraph(SINGLE_RUN)
-    body["matched"] = matched_section(matched, p.confidence)
+    body["matched"] = matched_section(matched, tables["comparison"],
+                                      _headline_config(tables)[0], headline)
     body["improvement"] = (H.paragraph(
         "Fine-tuned minus baseline per replicate, then mean ± t-interval over replicates and a "
         "paired t-test; % relative to the baseline (directed metrics, baseline above "

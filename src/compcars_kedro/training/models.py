@@ -378,6 +378,27 @@ class EmbeddingModel(nn.Module):
         """L2-normalised retrieval / clustering embedding ``(B, embedding_dim)`` (float32)."""
         return self.forward(x)["embedding"]
 
+    def backbone_only(self) -> EmbeddingModel:
+        """The same backbone (shared modules) without projection or classifier.
+
+        Its :meth:`embed` is the L2-normalised fused (concatenated) backbone features: the
+        baseline embedding, identical for every loss trained from the same backbone, views,
+        weights and seed (a head at initialisation is never the baseline).
+        """
+        model = EmbeddingModel(
+            self.backbone,
+            num_views=self.num_views,
+            head="metric",
+            num_classes=1,
+            embedding_dim=None,
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            image_size=self.image_size,
+        )
+        model.pixel_mean, model.pixel_std = self.pixel_mean, self.pixel_std
+        model.channels_last = self.channels_last
+        return model
+
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -171,3 +171,18 @@ def test_sliced_pipeline_single_run_without_clip_or_ce(tmp_path: Path) -> None:
     # synthetic values: baseline 0.2 + 0.07, fine-tuned 0.4 + 0.07 (seed 7 adds 0.01 * 7)
     assert row["abs"] == pytest.approx(0.2) and row["pct"] == pytest.approx(100 * 0.2 / 0.27)
     assert _latest(tmp_path, "figures/baseline_vs_finetuned.png").read_bytes()[:8] == PNG
+
+
+def test_grid_report_reads_the_grid_tables_and_the_raw_source() -> None:
+    from compcars_kedro.pipelines.grid_report import create_pipeline as grid_report
+
+    catalog, _ = _project_catalog()
+    pipe = grid_report()
+    inputs = pipe.inputs() - {"parameters", "params:reporting"}
+    assert {"grid_retrieval_metrics", "grid_clustering_metrics", "grid_training_history",
+            "compcars_raw", "split_summary"} <= inputs
+    for name in inputs:
+        assert catalog.get(name) is not None, f"grid_report input {name} is in no catalog"
+    assert str(catalog.get("grid.report_html")._filepath) == \
+        "data/08_reporting/grid_report/report.html"
+    assert "grid.report_table_claims" in pipe.all_outputs()

@@ -1,0 +1,92 @@
+"""Console logging that reads well in a terminal and in a file (called from ``settings.py``).
+
+``conf/logging.yml`` writes the console as plain one-line records (``logging.StreamHandler``):
+right for ``kedro run > run.txt``, CI and pipes, where Rich would lay every record out on an
+80-column grid (wrapped and padded). When the stream *is* a terminal, those console handlers are
+swapped for Kedro's ``RichHandler`` (colours, rich tracebacks) with the same level and filters.
+Python warnings are routed to logging (so they reach ``logs/``), the folders of the configured log
+files are created (``logs/`` may be deleted), and one third-party warning repeated on every
+command is silenced (see :data:`THIRD_PARTY_WARNINGS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+#: Warnings raised by other packages' code on every ``kedro`` command, with why they are dropped.
+#: MLflow raises them under ``warnings.simplefilter("once")`` (a ``warnings`` filter cannot stop
+#: them), so they are dropped from the ``py.warnings`` logger instead.
+THIRD_PARTY_WARNINGS = (
+    # kedro-mlflow's KedroPipelineModel.predict has no type hints; MLflow warns when the class
+    # is defined (import of the kedro-mlflow plugin, after settings.py). The project's own pyfunc
+    # model (compcars_kedro.mlflow_model) is type-hinted; a test checks it raises no warning.
+    ("Add type hints to the `predict` method", "kedro_mlflow"),
+)
+
+
+def _third_party_warning(record: logging.LogRecord) -> bool:
+    """A ``logging`` filter: False for a :data:`THIRD_PARTY_WARNINGS` record, i.e. its text
+    matches and it is raised while code of that package runs (the frames on the stack)."""
+    text = record.getMessage()
+    for fragment, package in THIRD_PARTY_WARNINGS:
+        if fragment in text:
+            frame = sys._getframe()
+            while frame is not None:
+                if f"{package}/" in frame.f_code.co_filename.replace("\\", "/"):
+                    return False
+                frame = frame.f_back
+    return True
+
+
+def _loggers() -> list[logging.Logger]:
+    named = [lg for lg in logging.Logger.manager.loggerDict.values()
+             if isinstance(lg, logging.Logger)]
+    return [logging.getLogger(), *named]
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # closed stream
+        return False
+
+
+def _rich_copy(handler: logging.StreamHandler) -> logging.Handler:
+    from kedro.logging import RichHandler
+
+    rich = RichHandler(rich_tracebacks=True, show_path=False)
+    rich.setLevel(handler.level)
+    for flt in handler.filters:
+        rich.addFilter(flt)
+    return rich
+
+
+def configure_console_logging(use_rich: bool | None = None) -> int:
+    """Rich console handlers in a terminal, plain ones elsewhere; log folders; warnings.
+
+    ``use_rich`` forces the choice (default: whether the handler's stream is a terminal).
+    Returns the number of console handlers swapped for Rich ones.
+    """
+    logging.captureWarnings(True)
+    py_warnings = logging.getLogger("py.warnings")
+    if _third_party_warning not in py_warnings.filters:
+        py_warnings.addFilter(_third_party_warning)
+    swapped: dict[int, logging.Handler] = {}
+    for lg in _loggers():
+        for handler in list(lg.handlers):
+            if isinstance(handler, logging.FileHandler):
+                Path(handler.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+                continue
+            if type(handler) is not logging.StreamHandler:
+                continue
+            if handler.stream not in (sys.stdout, sys.stderr):
+                continue
+            if not (use_rich if use_rich is not None else _is_terminal(handler.stream)):
+                continue
+            rich = swapped.setdefault(id(handler), _rich_copy(handler))
+            lg.removeHandler(handler)
+            lg.addHandler(rich)
+    return len(swapped)

@@ -1,0 +1,113 @@
+"""Console and log file: conf/logging.yml, plain lines off a terminal, warnings fixed at source."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compcars_kedro.logsetup import _third_party_warning, configure_console_logging
+from tests.conftest import ROOT, kedro_cli, make_project_copy
+
+
+@pytest.fixture
+def isolated_logger(tmp_path: Path):
+    """A logger with a plain stdout console and a delayed file handler in a missing folder."""
+    lg = logging.getLogger("compcars_test_logsetup")
+    console = logging.StreamHandler(sys.stdout)
+    console.setLevel(logging.WARNING)
+    log_file = tmp_path / "missing" / "kedro.log"
+    file = logging.FileHandler(log_file, delay=True)
+    lg.handlers[:] = [console, file]
+    yield lg, console, log_file
+    lg.handlers[:] = []
+
+
+def test_console_stays_plain_off_a_terminal_and_turns_rich_in_one(isolated_logger) -> None:
+    from rich.logging import RichHandler
+
+    lg, console, log_file = isolated_logger
+    assert configure_console_logging(use_rich=False) == 0
+    assert console in lg.handlers
+    assert log_file.parent.is_dir()  # the log folder is created
+    configure_console_logging(use_rich=True)
+    rich = [h for h in lg.handlers if isinstance(h, RichHandler)]
+    assert console not in lg.handlers and len(rich) == 1
+    assert rich[0].level == logging.WARNING  # the level is kept
+    assert any(isinstance(h, logging.FileHandler) for h in lg.handlers)  # the file untouched
+
+
+def test_third_party_warning_is_dropped_only_when_raised_from_that_package() -> None:
+    record = logging.LogRecord("py.warnings", logging.WARNING, __file__, 1,
+                               "%s", ("x.py:1: UserWarning: Add type hints to the `predict` "
+                                      "method to enable data validation",), None)
+    assert _third_party_warning(record)  # raised from here: kept
+    fake = {"__name__": "kedro_mlflow_fake"}
+    code = compile("result = check(record)", "/site-packages/kedro_mlflow/mlflow/x.py", "exec")
+    fake.update(check=_third_party_warning, record=record)
+    exec(code, fake)  # noqa: S102 - a frame whose file is inside kedro_mlflow
+    assert fake["result"] is False
+
+
+def test_project_pyfunc_predict_is_type_hinted() -> None:
+    import mlflow.pyfunc  # noqa: F401 - import MLflow's own warnings first
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from mlflow.pyfunc.utils.data_validation import _get_func_info_if_type_hint_supported
+
+        from compcars_kedro.mlflow_model import EmbeddingModel
+
+        _get_func_info_if_type_hint_supported(EmbeddingModel.predict)
+    assert not [w for w in caught if "type hint" in str(w.message)]
+
+
+def test_retrieval_metrics_on_read_only_arrays_do_not_warn() -> None:
+    # torch warns once per process: check in a fresh interpreter
+    code = (
+        "import numpy as np\n"
+        "from compcars_kedro.training.loop import retrieval_metrics\n"
+        "e = np.random.default_rng(0).normal(size=(12, 4)).astype('float32')\n"
+        "l = np.repeat(np.arange(3), 4)\n"
+        "e.flags.writeable = False; l.flags.writeable = False\n"
+        "print(retrieval_metrics(e, l, device='cpu'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "not writable" not in out.stderr
+
+
+def test_logging_config_sends_dataset_lines_to_the_file_only() -> None:
+    config = yaml.safe_load((ROOT / "conf" / "logging.yml").read_text())
+    catalog_logger = config["loggers"]["kedro.io.data_catalog"]
+    assert catalog_logger["propagate"] is False
+    assert set(catalog_logger["handlers"]) == {"file", "console_warnings"}
+    assert config["handlers"]["console_warnings"]["level"] == "WARNING"
+    assert config["handlers"]["file"]["filename"].startswith("logs/")
+
+
+@pytest.mark.slow
+def test_kedro_run_writes_a_full_log_and_a_short_unwrapped_console(tmp_path: Path,
+                                                                    tiny_sample: Path) -> None:
+    from tests.conftest import TINY_LOCAL_PARAMETERS
+
+    project = make_project_copy(tmp_path / "project", tiny_sample,
+                                {"parameters.yml": TINY_LOCAL_PARAMETERS})
+    (project / "conf" / "logging.yml").write_text((ROOT / "conf" / "logging.yml").read_text())
+    result = kedro_cli(project, "run", "--pipelines", "data_engineering")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    log = (project / "logs" / "kedro.log").read_text()
+    # the file has every dataset load/save, the console none of them
+    assert log.count("Loading data from") + log.count("Saving data to") >= 10
+    assert "Loading data from" not in console and "Saving data to" not in console
+    # one record per line: the long first line is not wrapped at 80 columns
+    line = next(x for x in console.splitlines() if "as logging configuration" in x)
+    assert "KEDRO_LOGGING_CONFIG environment variable accordingly" in line
+    assert "Add type hints" not in console and "not writable" not in console
+    assert "parsed" in console and "Completed 4 out of 4 tasks" in console  # project INFO kept
