@@ -28,6 +28,7 @@ from torch import nn
 
 from .config import ClipOptions, ModelConfig
 from .weights import (
+    FETCH_HINT,
     WeightsNotAvailableError,
     classify_weights,
     load_into,
@@ -190,8 +191,9 @@ def _build_clip(cfg: ModelConfig, clip_config: Mapping[str, Any] | None = None) 
         except (OSError, ValueError) as exc:
             raise WeightsNotAvailableError(
                 f"model.weights={cfg.weights!r} is not in the local Hugging Face cache "
-                f"(HF_HOME={_env('HF_HOME')}) and there is no network; set model.weights to a "
-                f"local save_pretrained folder / .safetensors file, or null for random init ({exc})"
+                f"(HF_HOME={_env('HF_HOME')}) and nothing is downloaded during runs; "
+                f"{FETCH_HINT}, or set model.weights to a local save_pretrained folder / "
+                f".safetensors file, or null for random init ({exc})"
             ) from exc
         clip = clip.float()
         logger.info("Loaded CLIP weights from %s", src.value)
