@@ -33,8 +33,11 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
 
-#: Appended to `--params` of `--env compcars` commands: run length only (1 epoch of batch 4).
+#: Appended to `--params` of `--env compcars` commands: the run length (1 epoch of batch 4)
+#: and the class filter sized for the tiny sample (compcars keeps classes with 5+ per view).
 COMPCARS_RUN_LENGTH = ("training.epochs=1,training.batch_size=4,training.num_workers=0,"
+                       "data_engineering.min_images_per_class_per_view=3,"
+                       "data_engineering.unseen_fraction=0.34,"
                        "training.sampler.m_per_class=2,embeddings.batch_size=32,"
                        "data_engineering.num_workers=1,data_engineering.crop.num_workers=1,"
                        "clustering.reducers=[pca],reporting.scatter.reducer=pca")
