@@ -20,7 +20,7 @@ export HF_HOME := $(CURDIR)/.cache/hf
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 
-.PHONY: install sample run test lint clean-data
+.PHONY: install sample run test lint clean-data weights weights-dvc
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,24 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# Pretrained weights of an env (default compcars) into .cache/ (TORCH_HOME / HF_HOME), with
+# the network: the only command that lifts the offline switches. ARGS=--dry-run lists them.
+ENV ?= compcars
+ifeq ($(origin ENV),environment)
+ENV := compcars# a shell's exported ENV (sh start-up file) is not a Kedro env
+endif
+weights: install
+	HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 $(PY) -m compcars_kedro.weights --env $(ENV) $(ARGS)
+
+# Track the weights caches with DVC (weights.dvc, commit it) and push them to the remote, so
+# that `dvc pull` on another machine brings the weights with the data.
+weights-dvc: install
+	mkdir -p .cache/torch/hub/checkpoints .cache/hf/hub
+	test -f weights.dvc || printf 'outs:\n- path: .cache/torch/hub/checkpoints\n- path: .cache/hf/hub\n' > weights.dvc
+	$(VENV)/bin/dvc commit --force weights.dvc
+	$(VENV)/bin/dvc push weights.dvc
+	@echo "now: git add weights.dvc && git commit -m 'pretrained weights'"
+
 clean-data:
 	find data -mindepth 2 ! -name .gitkeep ! -name '*.dvc' -delete
 
@@ -81,11 +99,15 @@ viz: viz-build
 dvc-repro: install sample
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(DVC) repro $(ARGS)
 
+# A short summary (plain `dvc status` lists every dep of every stage never run: ~800 lines on
+# a fresh clone); `make dvc-status ARGS=<stage>` or `.venv/bin/dvc status <stage>` for details.
 dvc-status: install
-	$(DVC) status $(ARGS)
+	$(if $(ARGS),$(DVC) status $(ARGS),$(PY) -m compcars_kedro.dvc_status)
 
+# --allow-missing: stages that never ran anywhere (no dvc.lock entry) have nothing to pull; plain
+# `dvc pull` fails on them after fetching everything else. `make dvc-status` shows what is missing.
 dvc-pull: install
-	$(DVC) pull $(ARGS)
+	$(DVC) pull --allow-missing $(ARGS)
 
 dvc-push: install
 	$(DVC) push $(ARGS)

@@ -3,9 +3,10 @@
     python benchmarks/data_scale.py --images 3000 [--size 224] [--out .cache/bench]
 
 Generates (once, cached under ``--out``) a CompCars-layout tree of N JPEGs of about 900x650 with
-real-sized boxes (~80-95% of the image, 45% front / 45% rear / 10% side; any content), then runs
-the data_engineering nodes with the ``compcars`` environment's parameters (224 px crops) and
-prints, per stage (parse, validate, split, crop): wall time, the parent's peak RSS (``VmHWM``,
+real-sized boxes (~80-95% of the image, 45% front / 45% rear / 10% side; any content: 48 distinct
+JPEGs of ~120 KB copied under distinct names and boxes), then runs the data_engineering nodes with
+the ``compcars`` environment's parameters (224 px crops) and prints, per stage (parse, validate,
+hash when the pipeline has it, split, crop): wall time, the parent's peak RSS (``VmHWM``,
 reset per stage: what ``/usr/bin/time`` reports for ``kedro run``) and the peak PSS of the whole
 process tree (parent + pool workers, sampled every 0.2 s: shared pages counted once).
 
@@ -87,7 +88,8 @@ def _write_names(misc: Path, n_makes: int, n_models: int) -> None:
 def generate_tree(root: Path, n: int, seed: int = 0) -> Path:
     """CompCars layout ``image/<make>/<model>/<year>/<id>.jpg`` + ``label/...txt`` + ``misc``."""
     done = root / "tree.json"
-    if done.exists() and json.loads(done.read_text()).get("images") == n:
+    if done.exists() and json.loads(done.read_text()).get("images") == n \
+            and json.loads(done.read_text()).get("layout") == 2:
         return root
     if root.exists():
         shutil.rmtree(root)
@@ -111,8 +113,9 @@ def generate_tree(root: Path, n: int, seed: int = 0) -> Path:
         img.parent.mkdir(parents=True, exist_ok=True)
         label.parent.mkdir(parents=True, exist_ok=True)
         img.write_bytes(data)
-        label.write_text(f"{VIEWS[i % len(VIEWS)]}\n1\n{x0} {y0} {x1} {y1}\n")
-    done.write_text(json.dumps({"images": n, "seconds": round(time.perf_counter() - t0, 1)}))
+        view = VIEWS[(i // n_models) % len(VIEWS)]  # every model gets the 45/45/10 mix
+        label.write_text(f"{view}\n1\n{x0} {y0} {x1} {y1}\n")
+    done.write_text(json.dumps({"images": n, "layout": 2, "seconds": round(time.perf_counter() - t0, 1)}))
     return root
 
 
@@ -246,6 +249,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     ap.add_argument("--skip-today", action="store_true", help="only the streaming crop stage")
     ap.add_argument("--keep", action="store_true", help="keep the crops stores")
+    ap.add_argument("--no-hash", action="store_true",
+                    help="skip hash_images (split without near-duplicate groups)")
     args = ap.parse_args()
 
     params = _params()
@@ -272,7 +277,7 @@ def main() -> None:
     manifest = stage("parse", lambda: parse_raw(raw))
     valid, _rejected = stage("validate", lambda: validate_images(manifest, raw, params))
     hash_images = getattr(de_nodes, "hash_images", None)  # near-duplicate hashes, if present
-    if hash_images is not None:
+    if hash_images is not None and not args.no_hash:
         hashes = stage("hash", lambda: hash_images(valid, raw, params))
         image_splits = stage("split", lambda: split_dataset(valid, params, hashes))[0]
     else:

@@ -22,12 +22,17 @@ import torch
 
 from compcars_kedro.training import ModelConfig, ViewData, build_model
 from compcars_kedro.training.loop import _autocast, extract_embeddings
+from compcars_kedro.training.toy import TINY_ARCH
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="resnet18", choices=["resnet18", "resnet50", "vitb32"])
+    ap.add_argument("--model", default="resnet18",
+                    choices=["resnet18", "resnet50", "vitb32", "clip"])
+    ap.add_argument("--tiny", action="store_true", help="tiny test architecture (vitb32 / clip)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model's forward")
+    ap.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (pipeline)")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--batches", type=int, default=8)
@@ -38,9 +43,12 @@ def main() -> None:
 
     device = torch.device(args.device)
     views = ["front", "rear"][: args.views]
+    arch = TINY_ARCH.get(args.model, {}) if args.tiny else {}
     cfg = ModelConfig(name=args.model, image_size=args.image_size, views=views,
-                      head="metric", embedding_dim=None)
+                      head="metric", embedding_dim=None, arch=arch)
     model = build_model(cfg, num_classes=1).to(device).eval()
+    if args.compile:  # both paths call model.embed -> forward
+        model.forward = torch.compile(model.forward)
     n = args.batch_size * args.batches
     s = args.image_size
     rng = np.random.default_rng(0)
@@ -70,7 +78,7 @@ def main() -> None:
         def pipeline() -> float:
             t0 = time.perf_counter()
             extract_embeddings(model, data, batch_size=args.batch_size, device=device,
-                               progress=False)
+                               num_workers=args.num_workers, progress=False)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             return time.perf_counter() - t0
@@ -79,7 +87,8 @@ def main() -> None:
         t_plain = min(plain() for _ in range(args.repeats))
         t_pipe = min(pipeline() for _ in range(args.repeats))
     imgs = n * args.views
-    print(f"{args.model} {s}px batch {args.batch_size} x {args.views} views on {device}")
+    print(f"{args.model} {s}px batch {args.batch_size} x {args.views} views on {device}"
+          f"{' compile' if args.compile else ''}")
     print(f"plain model.embed loop : {imgs / t_plain:9.1f} img/s")
     print(f"extract_embeddings     : {imgs / t_pipe:9.1f} img/s")
     print(f"ratio                  : {t_plain / t_pipe:9.2f}")

@@ -14,6 +14,7 @@ from compcars_kedro._environment import configure_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 configure_environment(ROOT)
+os.environ.pop("COMPCARS_ROOT", None)  # raw_path precedence: tests choose their raw data
 
 
 @pytest.fixture(scope="session")

@@ -103,18 +103,29 @@ def expand_grid(grid: dict[str, Any], default_split_seed: int = 42) -> list[Vari
 
 
 def expand_clip_layers(study: dict[str, Any]) -> list[Variant]:
-    """component (vision, text) x trainable layers: CLIP runs trained with the clip loss."""
+    """component (vision, text) x trainable layers x seeds: CLIP runs trained with the clip loss.
+
+    ``layers`` 0 is the control (only the tower's final norm and projection train). ``seeds``
+    (or a single ``seed``) repeat every point. Text-tower runs early-stop on ``val_loss``: the
+    image embedding, and so every image retrieval metric, cannot move when only the text
+    tower trains.
+    """
     out = []
-    for component, layers in itertools.product(study.get("components", ["vision", "text"]),
-                                               study.get("layers", list(range(1, 13)))):
+    seeds = study.get("seeds", [study.get("seed", 0)])
+    for component, layers, seed in itertools.product(study.get("components", ["vision", "text"]),
+                                                     study.get("layers", list(range(0, 13))),
+                                                     seeds):
         n = int(layers)
-        if not 1 <= n <= 12:
-            raise ValueError(f"clip_layers.layers: {n} is outside 1..12")
+        if not 0 <= n <= 12:
+            raise ValueError(f"clip_layers.layers: {n} is outside 0..12")
+        overrides: dict[str, Any] = {
+            "models": {"clip": {"clip": {"phase": component, "trainable_layers": n}}}}
+        if component == "text":
+            overrides["training"] = {"early_stopping": {"metric": "val_loss", "mode": "auto"}}
         out.append(Variant(
-            "clip", study.get("loss", "clip"), study.get("views", "front"),
-            int(study.get("seed", 0)), study="clip_layers",
-            extra={"component": component, "trainable_layers": n},
-            overrides={"models": {"clip": {"clip": {"phase": component, "trainable_layers": n}}}},
+            "clip", study.get("loss", "clip"), study.get("views", "front"), int(seed),
+            study="clip_layers", extra={"component": component, "trainable_layers": n},
+            overrides=overrides,
         ))
     return out
 

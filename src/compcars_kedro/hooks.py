@@ -8,13 +8,15 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from compcars_kedro.params import validate_parameters
+from compcars_kedro.params import base_parameter_keys, validate_parameters
+from compcars_kedro.preflight import check_upstream_data, project_conf_source
 
 logger = logging.getLogger(__name__)
 
 
 class ValidateParametersHook:
-    """Fail a run before its first node when a parameter is unknown or invalid.
+    """Fail a run before its first node when a parameter is unknown or invalid, or when an
+    input of the pipeline was never produced (names the pipeline to run first).
 
     ``tryfirst``: runs before kedro-mlflow's ``before_pipeline_run`` opens the MLflow run, so a
     bad ``--params`` leaves no FAILED run behind.
@@ -24,8 +26,11 @@ class ValidateParametersHook:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         if "parameters" in catalog:
             trains = any(n.name.split(".")[-1] == "finetune" for n in pipeline.nodes)
-            validate_parameters(catalog.load("parameters"), check_weights=trains)
+            known = base_parameter_keys(project_conf_source(run_params))
+            validate_parameters(catalog.load("parameters"), check_weights=trains,
+                                known_keys=known)
             logger.info("parameters validated%s", " (weights available)" if trains else "")
+        check_upstream_data(pipeline, catalog)
 
 
 class MlflowArtifactsHook:

@@ -6,6 +6,7 @@ fails at once with a message naming the key.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -139,8 +140,8 @@ class FinetuningParams(StrictModel):
 
         head = LOSS_HEADS.get(self.loss, "metric")
         model_raw = {"name": self.model, "views": parse_views(self.views), "head": head,
-                     "embedding_dim": self.embedding_dim if head == "metric" else None,
-                     **self.models.get(self.model, {})}
+                     "embedding_dim": resolved_embedding_dim(self.loss, self.embedding_dim),
+                     **model_settings(self.model, self.models)}
         model = validate(ModelConfig, model_raw, f"models.{self.model}")
         loss = validate(LossConfig, {"name": self.loss, **self.losses.get(self.loss, {})},
                         f"losses.{self.loss}")
@@ -156,18 +157,95 @@ FINETUNING_KEYS = ("model", "loss", "views", "embedding_dim", "models", "losses"
                    "finetuning")
 
 
-def validate_parameters(parameters: dict[str, Any], *, check_weights: bool = True) -> None:
+def resolved_embedding_dim(loss: str, embedding_dim: int | None) -> int | None:
+    """``embedding_dim`` of the head: none for ``ce`` (classifier over the fused features) and
+    for ``clip`` (CLIP's own joint image-text space, ``projection_dim``), else the parameter."""
+    return None if LOSS_HEADS.get(loss, "metric") != "metric" or loss == "clip" else embedding_dim
+
+
+def model_settings(model: str, models: dict[str, Any]) -> dict[str, Any]:
+    """``models.<model>`` for :class:`ModelConfig`; ``arch: null`` (how an env clears the sample's
+    tiny architecture under the soft merge) means the model's real architecture.
+
+    Pretrained weights that define their own architecture (a torchvision weights name, a Hugging
+    Face id or ``save_pretrained`` folder) cannot be combined with ``arch``: only a state-dict
+    file (``.safetensors`` / ``.pt``) needs ``arch`` to describe the architecture it was saved
+    from.
+    """
+    from compcars_kedro.training.weights import STATE_DICT_SUFFIXES
+
+    settings = dict(models.get(model) or {})
+    if settings.get("arch", {}) is None:
+        settings.pop("arch")
+    weights = settings.get("weights")
+    if settings.get("arch") and weights is not None and not str(weights).lower().endswith(
+            STATE_DICT_SUFFIXES):
+        raise ValueError(
+            f"models.{model}.arch={settings['arch']} cannot be combined with "
+            f"models.{model}.weights={weights!r}: pretrained weights define their own "
+            f"architecture. Clear it with `models.{model}.arch: null` (conf/<env> or "
+            f"`--params models.{model}.arch=null`); `arch` is only for .safetensors/.pt files")
+    return settings
+
+
+#: Top-level parameter keys that are not a validated section but are legitimate.
+EXTRA_TOP_LEVEL_KEYS = frozenset({"raw_path"})
+VALIDATED_TOP_LEVEL_KEYS = frozenset({*FINETUNING_KEYS, "data_engineering", "clustering",
+                                      "embeddings", "reporting", "grid", "clip_layers"})
+
+
+def check_top_level_keys(parameters: dict[str, Any], known: set[str] | frozenset[str]) -> None:
+    """Unknown top-level keys (``modle=vitb32``) fail with a "did you mean" suggestion.
+
+    ``known`` = the keys conf/base defines (so a section added there is known at once) plus
+    :data:`VALIDATED_TOP_LEVEL_KEYS` and :data:`EXTRA_TOP_LEVEL_KEYS`.
+    """
+    import difflib
+
+    valid = set(known) | VALIDATED_TOP_LEVEL_KEYS | EXTRA_TOP_LEVEL_KEYS
+    problems = []
+    for key in sorted(set(parameters) - valid):
+        close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        problems.append(f"  {key}: unknown top-level parameter{hint}")
+    if problems:
+        raise ValueError("invalid parameters:\n" + "\n".join(problems)
+                         + f"\nvalid top-level keys: {sorted(valid)}")
+
+
+def base_parameter_keys(conf_source: str | Path) -> set[str]:
+    """Top-level keys of ``conf/base/parameters*.yml`` (read as plain YAML)."""
+    import yaml
+
+    keys: set[str] = set()
+    for path in sorted(Path(conf_source, "base").glob("parameters*.y*ml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        if isinstance(data, dict):
+            keys |= set(data)
+    return keys
+
+
+def validate_parameters(parameters: dict[str, Any], *, check_weights: bool = True,
+                        known_keys: set[str] | None = None) -> None:
     """Validate every known section present in ``parameters`` (used before a run starts).
 
     ``check_weights``: also check that the selected model's pretrained weights are readable
     offline (only when the run trains, so e.g. data_engineering runs without them).
+    ``known_keys``: valid top-level keys besides the validated sections (see
+    :func:`check_top_level_keys`); ``None`` skips the unknown-key check.
     """
+    if known_keys is not None:
+        check_top_level_keys(parameters, known_keys)
+    if not isinstance(parameters.get("raw_path", ""), str):
+        raise ValueError(f"raw_path={parameters['raw_path']!r} must be a path (a folder or a "
+                         "manifest CSV); set it in conf/local/globals.yml or with COMPCARS_ROOT")
     if "data_engineering" in parameters:
         validate(DataEngineeringParams, parameters["data_engineering"], "data_engineering")
     if "model" in parameters and "loss" in parameters:
         ft = validate(FinetuningParams, {k: parameters[k] for k in FINETUNING_KEYS
                                          if k in parameters}, "parameters")
         config = ft.resolve()
+        check_combination(config)
         if check_weights:
             check_weights_available(config["model"]["name"], config["model"]["weights"])
     if "clustering" in parameters:
@@ -178,7 +256,31 @@ def validate_parameters(parameters: dict[str, Any], *, check_weights: bool = Tru
         reporting_params(parameters["reporting"])
 
 
+def check_combination(config: dict[str, Any]) -> None:
+    """Model x loss x training combinations that cannot train (e.g. a text phase with a loss
+    that ignores text), as the training loop would reject them, but before any node runs."""
+    from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
+    from compcars_kedro.training.losses import validate_combination
+
+    try:
+        validate_combination(ModelConfig.model_validate(config["model"]),
+                             LossConfig.model_validate(config["loss"]),
+                             TrainingConfig.model_validate(config["training"]))
+    except ValueError as exc:
+        raise ValueError(f"invalid parameters for variant {config['variant']}: {exc}") from None
+
+
 # --------------------------------------------------------------------------- clustering
+class MatchedParams(StrictModel):
+    """Seen vs unseen on matched subsamples (same #classes, same per-class counts)."""
+
+    draws: int = Field(5, ge=1, description="seeded subsample draws (mean and spread)")
+    seed: int = 0
+    min_class_size: int = Field(2, ge=1, description="classes smaller than this are not drawn")
+    reducers: list[str] = ["pca"]
+    clusterers: list[str] | None = Field(None, description="null: clustering.clusterers")
+
+
 class ClusteringParams(StrictModel):
     """Reducer x clusterer grid and the label-free selection modes (see clustering/selection.py).
 
@@ -196,19 +298,30 @@ class ClusteringParams(StrictModel):
     max_density_dims: int = Field(50, ge=2)
     sample_size: int = Field(5000, ge=100)
     seed: int = 42
+    n_jobs: int = Field(-1, description="worker processes for independent fits; -1 = all cores")
+    transfer_sizes: Literal["relative", "absolute"] = "relative"
+    matched: MatchedParams = MatchedParams()
 
     @model_validator(mode="after")
     def _names(self) -> ClusteringParams:
         from compcars_kedro.clustering.clusterers import CLUSTERERS
         from compcars_kedro.clustering.reducers import REDUCERS, VIEW_ONLY_REDUCERS
 
-        bad = [r for r in self.reducers if r not in REDUCERS or r in VIEW_ONLY_REDUCERS]
-        if bad:
-            raise ValueError(f"reducers: {bad} not usable as clustering input; valid: "
-                             f"{sorted(set(REDUCERS) - VIEW_ONLY_REDUCERS)} (t-SNE is for 2-D views)")
-        bad = [c for c in self.clusterers if c not in CLUSTERERS]
-        if bad:
-            raise ValueError(f"clusterers: unknown {bad}; valid: {sorted(CLUSTERERS)}")
+        for key, reducers in (("reducers", self.reducers),
+                              ("matched.reducers", self.matched.reducers)):
+            bad = [r for r in reducers if r not in REDUCERS or r in VIEW_ONLY_REDUCERS]
+            if bad:
+                raise ValueError(f"{key}: {bad} not usable as clustering input; valid: "
+                                 f"{sorted(set(REDUCERS) - VIEW_ONLY_REDUCERS)} "
+                                 "(t-SNE is for 2-D views)")
+        for key, clusterers in (("clusterers", self.clusterers),
+                                ("matched.clusterers", self.matched.clusterers or [])):
+            bad = [c for c in clusterers if c not in CLUSTERERS]
+            if bad:
+                raise ValueError(f"{key}: unknown {bad}; valid: {sorted(CLUSTERERS)}")
+        if self.n_jobs == 0 or self.n_jobs < -1:
+            raise ValueError(f"n_jobs: {self.n_jobs} is not valid; valid: -1 (all cores) or a "
+                             "positive number of worker processes")
         return self
 
 
@@ -219,6 +332,7 @@ def check_weights_available(model: str, weights: str | None) -> None:
     import os
 
     from compcars_kedro.training.weights import (
+        FETCH_HINT,
         WeightsNotAvailableError,
         classify_weights,
         torchvision_cache_file,
@@ -238,5 +352,6 @@ def check_weights_available(model: str, weights: str | None) -> None:
         if not isinstance(try_to_load_from_cache(weights, "config.json"), str):
             raise ValueError(
                 f"models.{model}.weights={weights!r} is not in the Hugging Face cache "
-                f"(HF_HOME={os.environ.get('HF_HOME')}) and nothing is downloaded; set "
-                f"models.{model}.weights to a local file or folder, or null for random init")
+                f"(HF_HOME={os.environ.get('HF_HOME')}) and nothing is downloaded during runs; "
+                f"{FETCH_HINT}, or set models.{model}.weights to a local file or folder, or null "
+                "for random init")

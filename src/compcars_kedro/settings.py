@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
-from kedro.config import OmegaConfigLoader
-
 from compcars_kedro._environment import configure_environment
+from compcars_kedro.config_loader import ProjectConfigLoader
 from compcars_kedro.hooks import MlflowArtifactsHook, ValidateParametersHook
 from compcars_kedro.logsetup import configure_console_logging
 from compcars_kedro.mlflow_runs import CloseStaleRunsHook, NameRunHook
@@ -31,7 +30,8 @@ def _project_root() -> str:
     return str(find_kedro_project(Path.cwd()) or Path.cwd())
 
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# OmegaConfigLoader + raw_path from --params / $COMPCARS_ROOT / conf/local in every env
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

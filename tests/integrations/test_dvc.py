@@ -135,3 +135,84 @@ def test_repro_data_engineering_then_skips(tmp_path: Path, tiny_sample: Path) ->
     assert "Running stage" not in second.stdout
     status = dvc(project, "status", "data_engineering").stdout.lower()
     assert "up to date" in status, status
+
+
+def _machine_a(tmp_path: Path, tiny_sample: Path) -> Path:
+    """A project checkout (git + the project's .dvc/config, dvc.yaml, conf/dvc, Makefile)."""
+    a = make_project_copy(tmp_path / "a" / "compcars-kedro", tiny_sample)
+    for name in ("dvc.yaml", ".dvcignore", "Makefile"):
+        shutil.copy(ROOT / name, a / name)
+    shutil.copytree(ROOT / "conf" / "dvc", a / "conf" / "dvc")
+    (a / "conf" / "dvc" / "parameters_tiny.yml").write_text(TINY_LOCAL_PARAMETERS)
+    (a / "conf" / "local" / "globals.yml").unlink()  # machine-specific: not in git
+    shutil.copytree(tiny_sample, a / RAW)
+    (a / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    (a / ".venv").symlink_to(Path(sys.executable).parents[1])  # `make` finds .venv/bin/*
+    (a / ".venv" / ".installed").exists() or pytest.skip("the venv has no make install stamp")
+    git(a, "init", "-q")
+    git(a, "config", "user.name", "test")
+    git(a, "config", "user.email", "test@example.com")
+    git(a, "config", "commit.gpgsign", "false")
+    (a / ".git" / "info" / "exclude").write_text(".venv\n")  # the symlink above
+    (a / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy(ROOT / ".dvc" / name, a / ".dvc" / name)
+    return a
+
+
+def make(cwd: Path, *targets: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The project's Makefile targets, with `install` / `sample` taken as done (-o)."""
+    return _run(cwd, "make", "-s", "-o", "install", "-o", "sample", *targets, timeout=timeout)
+
+
+def test_new_gpu_machine_recipe_push_clone_pull_repro_only_what_changed(
+        tmp_path: Path, tiny_sample: Path) -> None:
+    """Machine A runs stages and `make dvc-push` (default remote: ../compcars-dvc-remote);
+    machine B = a fresh clone with the same remote: `dvc pull` brings raw data, results and the
+    weights cache; `dvc repro` then reruns only what is out of date."""
+    a = _machine_a(tmp_path, tiny_sample)
+    stage = "finetuning@resnet50-ce"
+    dvc(a, "add", RAW)  # the tiny sample instead of the committed default sample
+    # pretrained weights: what `make weights` leaves in .cache, tracked by `make weights-dvc`
+    ckpt = a / ".cache" / "torch" / "hub" / "checkpoints" / "resnet50-standin.pth"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"stand-in weights")
+    make(a, "dvc-repro", f"ARGS={stage}", timeout=900)
+    make(a, "weights-dvc")
+    assert (a / "weights.dvc").is_file()
+    make(a, "dvc-push")
+    remote = tmp_path / "a" / "compcars-dvc-remote"  # created by the push, next to the checkout
+    assert remote.is_dir() and any(remote.rglob("*"))
+    git(a, "add", "-A")
+    git(a, "commit", "-q", "-m", "results")
+    tracked = git(a, "ls-files").stdout.split()
+    assert {"dvc.lock", "weights.dvc", f"{RAW}.dvc"} <= set(tracked)
+    assert not any(t.startswith(("data/dvc/", ".cache/", f"{RAW}/")) for t in tracked)
+
+    b = tmp_path / "a" / "clone-b"  # same parent: the committed remote url resolves to it
+    git(tmp_path, "clone", "-q", str(a), str(b))
+    (b / ".venv").symlink_to(Path(sys.executable).parents[1])
+    assert not (b / RAW).exists() and not (b / "data" / "dvc").exists()
+    before = make(b, "dvc-status").stdout
+    assert len(before.splitlines()) <= 8, before
+    assert "never run here" in before and "data source changed" in before
+    make(b, "dvc-pull")
+    assert filecmp.cmp(ckpt, b / ".cache" / "torch" / "hub" / "checkpoints" / ckpt.name,
+                       shallow=False)
+    assert (b / "data" / "dvc" / "06_models" / "resnet50-ce" / "finetuned_checkpoint").is_dir()
+    status = make(b, "dvc-status").stdout
+    assert "changed:" not in status and "data source changed" not in status, status
+    assert "up to date" in dvc(b, "status", stage).stdout.lower()
+
+    same = make(b, "dvc-repro", f"ARGS={stage}").stdout
+    assert "Running stage" not in same, same
+
+    # B changes one finetuning parameter: only that stage reruns, data_engineering is kept
+    params = b / "conf" / "base" / "parameters_finetuning.yml"
+    params.write_text(params.read_text().replace("ce: {label_smoothing: 0.1}",
+                                                 "ce: {label_smoothing: 0.2}"))
+    assert "label_smoothing: 0.2" in params.read_text()
+    rerun = make(b, "dvc-repro", f"ARGS={stage}", timeout=900).stdout
+    assert "Stage 'data_engineering' didn't change, skipping" in rerun, rerun
+    assert f"Running stage '{stage}'" in rerun, rerun
+    assert "up to date" in dvc(b, "status", stage).stdout.lower()

@@ -47,6 +47,18 @@ def test_clip_layers_summary_per_component() -> None:
                     table.loc[table["component"] == "text", "ari"])[0, 1])
 
 
+def test_clip_layers_summary_has_zero_shot_accuracy() -> None:
+    """Text-tower runs cannot move image MAP@R; their zero-shot accuracy is in the summary."""
+    table = pd.DataFrame({"component": "text", "trainable_layers": [0, 0, 4, 4],
+                          "mean_average_precision_at_r": 0.3, "ari": 0.1,
+                          "zero_shot_accuracy": [0.2, 0.3, 0.5, 0.6], "seed": [0, 1, 0, 1]})
+    summary, _ = clip_layers_summary(table)
+    row = summary.iloc[0]
+    assert {"pearson_r_zero_shot", "best_layers_zero_shot", "best_zero_shot"} <= set(summary)
+    assert row["best_layers_zero_shot"] == 4 and row["best_zero_shot"] == pytest.approx(0.55)
+    assert math.isnan(row["pearson_r_map_at_r"])  # constant image metric: no correlation
+
+
 def test_clip_layers_summary_ties_prefer_fewer_layers() -> None:
     table = pd.DataFrame({"component": "vision", "trainable_layers": [2, 4, 6],
                           "mean_average_precision_at_r": [0.5, 0.5, 0.4], "ari": [0.1, 0.2, 0.3],

@@ -156,6 +156,13 @@ def test_matched_section_shows_the_table_or_one_line() -> None:
     # hdbscan only: 0.60, 0.61, 0.62 -> 0.61 ± 0.01; 3 draws, 3 classes, 4 per class
     assert "0.61 ± 0.01" in html and "0.31 ± 0.01" in html and "0.99" not in html
     assert "<td>3</td>" in html and "<td>4</td>" in html  # draws / classes / per class
+    # an already summarised table with method columns: the headline method's rows only
+    long = pd.DataFrame([{"source": "finetuned", "split": "test", "models": "seen", **method,
+                          "clusterer": c, "metric": "ari", "mean": v, "std": 0.01,
+                          "n_draws": 3, "n_classes": 3, "per_class": 4.0}
+                         for c, v in (("hdbscan", 0.42), ("kmeans", 0.97))])
+    html = matched_section(long, headline=method)
+    assert "0.42 ± 0.01" in html and "0.97" not in html
 
 
 def test_data_section_names_the_raw_data_kind_and_counts(tmp_path) -> None:
@@ -202,7 +209,9 @@ def test_single_run_report_has_no_interval_and_one_line_sections() -> None:
     for sid in ("comparison", "best-configuration", "heatmaps", "factor-comparison"):
         body = _section(html, sid)
         assert SINGLE_RUN in body and "<table" not in body and "<img" not in body, sid
-    assert _section(html, "claims").count("<li>") == 3
+    claims = _section(html, "claims")
+    assert claims.count("<li>") == 5  # 3 grid claims + CLIP vision/text + CLIP layer count
+    assert "CLIP vision tower vs text tower: no CLIP layers table" in claims
 
 
 def test_report_without_clustering_or_metadata() -> None:

@@ -160,7 +160,8 @@ def test_checkpoint_roundtrip_with_optimizer(tmp_path: Path) -> None:
     assert s1["param_groups"] == s2["param_groups"]
     for pid in s1["state"]:
         _assert_same_state(s1["state"][pid], s2["state"][pid])
-    assert sorted(p.name for p in (tmp_path).iterdir()) == ["ck"]
+    # no temporaries left behind; the persistent flock file of the save lock may stay
+    assert sorted(p.name for p in (tmp_path).iterdir()) == [".ck.lock", "ck"]
 
 
 def test_extract_embeddings_and_model_from_checkpoint(tmp_path: Path) -> None:

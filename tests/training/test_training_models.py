@@ -202,13 +202,13 @@ def _n_trainable(module: torch.nn.Module) -> int:
 
 
 @pytest.mark.parametrize("phase", ["vision", "text"])
-def test_clip_trainable_layers_1_to_12(phase: str) -> None:
+def test_clip_trainable_layers_0_to_12(phase: str) -> None:
     model = build_model(ModelConfig(**CLIP), 3)
     layers, norm, proj = clip_tower(model, phase)
     assert len(layers) == 12
     per_layer = sum(1 for _ in layers[0].parameters())
     fixed = sum(1 for _ in norm.parameters()) + sum(1 for _ in proj.parameters())
-    for n in range(1, 13):
+    for n in range(0, 13):  # 0: the control, only the final norm and projection train
         for train_scale in (True, False):
             apply_clip_phase(
                 model, ClipOptions(phase=phase, trainable_layers=n, train_logit_scale=train_scale)

@@ -79,7 +79,8 @@ def detect_source(path: str | Path) -> RawSource:
         return RawSource(p, "compcars")
     raise FileNotFoundError(
         f"{p} is neither a CompCars root (with image/ and label/) nor a manifest .csv; "
-        "set `raw_path` in conf/<env>/globals.yml (or the COMPCARS_ROOT variable for --env compcars)"
+        "set `raw_path` in conf/local/globals.yml, or the COMPCARS_ROOT variable, or "
+        "`--params raw_path=...` (any env; `make sample` generates the default sample)"
     )
 
 

@@ -1,8 +1,10 @@
 """CLIP partial fine-tuning: metric vs number of trainable layers, per component (vision, text).
 
 Input: one row per run with ``component`` (``vision`` | ``text``), ``trainable_layers`` and the
-metrics ``mean_average_precision_at_r`` and ``ari`` (plus run keys such as ``seed``; an optional
-``models`` column, seen / unseen, splits the analysis).
+metrics ``mean_average_precision_at_r``, ``ari`` and, for image-text runs, ``zero_shot_accuracy``
+(the only one of the three the text tower can move) (plus run keys such as ``seed``; an optional
+``models`` column, seen / unseen, splits the analysis). ``trainable_layers = 0`` is the control:
+only the tower's final norm and projection train.
 
 * Pearson r is computed over the runs themselves (every seed a point), between
   ``trainable_layers`` and each metric; NaN when either is constant or fewer than 2 runs.

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from compcars_kedro.reporting import html as H
+from compcars_kedro.reporting.paired import clip_claims as clip_claims_of
 from compcars_kedro.reporting.paired import p_text
 from compcars_kedro.reporting.params import ReportingParams, reporting_params
 from compcars_kedro.reporting.tables import (
@@ -466,18 +467,22 @@ def matched_summary(matched: pd.DataFrame | None, headline: Mapping[str, str],
     m = matched.copy()
     if "models" not in m and "split" in m:
         m["models"] = m["split"].map({"test": "seen", "unseen": "unseen"}).fillna(m["split"])
-    if "metric" in m and "mean" in m:  # already summarised
+    def headline_rows(t: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the headline method; rows without a method (retrieval) are kept."""
+        keep = pd.Series(True, index=t.index)
+        for key in ("selection_mode", "reducer", "clusterer"):
+            if key in t:
+                blank = t[key].isna() | (t[key].astype(str) == "")
+                keep &= blank | (t[key] == headline[key])
+        return t[keep]
+
+    if "metric" in m and "mean" in m:  # already summarised (e.g. matched_summary_long)
+        m = headline_rows(m)
         for c in cols:
             if c not in m:
                 m[c] = math.nan
         return m[cols]
-    if "kind" in m:
-        is_cl = m["kind"] == "clustering"
-        method = pd.Series(True, index=m.index)
-        for key in ("selection_mode", "reducer", "clusterer"):
-            if key in m:
-                method &= m[key] == headline[key]
-        m = m[~is_cl | method]
+    m = headline_rows(m)
     if "n_samples" in m and "n_classes" in m:
         m["per_class"] = m["n_samples"] / m["n_classes"].where(m["n_classes"] > 0)
     present = [x for x in metrics if x in m]
@@ -654,7 +659,8 @@ def render_report(tables: Mapping[str, pd.DataFrame], payloads: Mapping[str, Any
     body: dict[str, str] = {}
     body["answer"] = _answer_section(tables, headline, replicates, p)
     body["data"] = _data_section(data_info, split_summary)
-    clip_claims = pd.DataFrame(clip.get("claims", [])) if clip.get("present") else None
+    clip_claims = (pd.DataFrame(clip.get("claims", [])) if clip.get("present")
+                   else clip_claims_of(None))  # one line per CLIP claim: study not run
     body["claims"] = _claims_section(tables.get("claims", pd.DataFrame()), clip_claims)
     if several:
         text, best = best_display(tables["best_configuration"])

@@ -49,6 +49,7 @@ def prepare_images(
     image_size: int | None = None,
     augment: AugmentConfig | None = None,
     generator: torch.Generator | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """uint8 ``(B, V, S, S, 3)`` on device -> float ``(B, V, 3, s, s)``: resize to ``image_size``
     when it differs from S, then the training augmentation when ``augment`` is given."""
@@ -56,24 +57,35 @@ def prepare_images(
     if image_size is not None:
         out = resize_images(out, image_size)
     if augment is not None:
-        out = augment_images(out, augment, generator)
+        out = augment_images(out, augment, generator, shard)
     return out
 
 
 def augment_images(
-    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None
+    x: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None,
+    shard: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Training augmentation of float images ``(B, V, 3, S, S)`` in [0, 1] (same shape out).
 
     Fused to few passes over the batch: one ``grid_sample`` (flip + zoom + translation) and one
-    ``addcmul`` (brightness + contrast around the per-image mean) + clamp.
+    ``addcmul`` (brightness + contrast around the per-image mean) + clamp.  ``shard=(rank, N)``:
+    ``x`` is the rank's contiguous share of a global batch N times larger; the random numbers
+    of the whole global batch are drawn and this share's rows used, so every image gets the
+    same augmentation as in a single-process run.
     """
     if not cfg.enabled:
         return x
     b, v, c, h, w = x.shape
     flat = x.reshape(b * v, c, h, w)
     n = flat.shape[0]
-    r = torch.rand((n, 6), generator=generator, device=flat.device)
+    if shard is None:
+        r = torch.rand((n, 6), generator=generator, device=flat.device)
+    else:
+        rank, world = shard
+        r = torch.rand((n * world, 6), generator=generator, device=flat.device)
+        r = r[rank * n : (rank + 1) * n]
     flip = torch.where(r[:, 0] < cfg.hflip_prob, -1.0, 1.0)
     if cfg.scale > 0 or cfg.translate > 0:
         zoom = 1.0 + (2.0 * r[:, 1] - 1.0) * cfg.scale

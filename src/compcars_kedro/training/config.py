@@ -20,7 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {make} {model}, a {type}"
 
 EarlyStoppingMetric = Literal[
-    "precision_at_1", "r_precision", "mean_average_precision_at_r", "accuracy", "val_loss"
+    "precision_at_1",
+    "r_precision",
+    "mean_average_precision_at_r",
+    "accuracy",
+    "val_loss",
+    "zero_shot_accuracy",
 ]
 
 
@@ -39,6 +44,9 @@ class ClipOptions(StrictModel):
     ``phase``: ``vision`` trains the last ``trainable_layers`` blocks of the image tower + its
     final norm (``post_layernorm``) + ``visual_projection``; ``text`` the same for the text tower
     (``final_layer_norm`` + ``text_projection``); ``projection`` only the two projections.
+    ``trainable_layers: 0`` is the control of the layers study: only the tower's final norm and
+    projection train.  With ``phase: text`` the image embedding cannot change, so early stopping
+    watches ``val_loss`` (or ``zero_shot_accuracy`` when chosen) instead of an image metric.
     ``train_logit_scale`` additionally trains CLIP's ``logit_scale`` (the temperature of the
     ``clip`` loss) in every phase.
     ``tokenizer``: ``None`` = the CLIPTokenizer next to a Hugging Face ``model.weights`` when it is
@@ -47,7 +55,7 @@ class ClipOptions(StrictModel):
     """
 
     phase: Literal["vision", "text", "projection"] = "vision"
-    trainable_layers: int = Field(12, ge=1)
+    trainable_layers: int = Field(12, ge=0)
     train_logit_scale: bool = True
     tokenizer: str | None = None
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
@@ -275,6 +283,22 @@ class AugmentConfig(StrictModel):
     contrast: float = Field(0.2, ge=0.0, lt=1.0)
 
 
+class DDPConfig(StrictModel):
+    """DistributedDataParallel over ``world_size`` local processes (1 = a single process).
+
+    ``backend``: ``auto`` = ``nccl`` on CUDA, ``gloo`` on CPU.  Each global batch of
+    ``training.batch_size`` is split into ``world_size`` contiguous shards (so the batch size
+    must be a multiple of it); pair losses gather every rank's embeddings.  ``sync_batchnorm``
+    converts BatchNorm to SyncBatchNorm on CUDA (CPU / gloo keeps per-rank batch statistics).
+    ``timeout_s``: collective timeout (rank 0 validates while the others wait).
+    """
+
+    world_size: int = Field(1, ge=1)
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    sync_batchnorm: bool = True
+    timeout_s: float = Field(1800.0, gt=0)
+
+
 class TrainingConfig(StrictModel):
     """Optimisation, schedule, runtime and early stopping."""
 
@@ -297,6 +321,7 @@ class TrainingConfig(StrictModel):
     num_workers: int = Field(4, ge=0)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    ddp: DDPConfig = Field(default_factory=DDPConfig)
 
     @field_validator("grad_clip")
     @classmethod
@@ -306,6 +331,16 @@ class TrainingConfig(StrictModel):
                 f"training.grad_clip must be > 0 (got {v}); use null to disable gradient clipping"
             )
         return v
+
+    @model_validator(mode="after")
+    def _ddp(self) -> TrainingConfig:
+        n = self.ddp.world_size
+        if n > 1 and self.batch_size % n != 0:
+            raise ValueError(
+                f"training.batch_size={self.batch_size} must be a multiple of "
+                f"training.ddp.world_size={n} (each rank trains an equal share of every batch)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _warmup(self) -> TrainingConfig:

@@ -72,6 +72,22 @@ class ViewData:
         """S."""
         return int(self.images.shape[1])
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle a memmap store by reference (file name / offset), never by value (DDP spawn)."""
+        state = dict(self.__dict__)
+        ref = _memmap_ref(self.images)
+        if ref is not None:
+            state["images"] = None
+            state["_memmap"] = ref
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        ref = state.pop("_memmap", None)
+        self.__dict__.update(state)
+        if ref is not None:
+            filename, dtype, shape, offset = ref
+            self.images = np.memmap(filename, dtype=dtype, mode="r", shape=shape, offset=offset)
+
     def subset(self, idx: np.ndarray) -> ViewData:
         """Samples ``idx`` (the image store is shared, not copied)."""
         idx = np.asarray(idx, dtype=np.int64)

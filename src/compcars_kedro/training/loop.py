@@ -19,9 +19,9 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .augment import prepare_images
 from .checkpoint import Checkpoint, cpu_state, load_checkpoint, save_checkpoint
-from .config import LossConfig, ModelConfig, TrainingConfig
+from .config import EarlyStoppingConfig, LossConfig, ModelConfig, TrainingConfig
 from .data import (
     EpochBatchSampler,
     ViewData,
@@ -47,19 +47,23 @@ from .schedule import build_scheduler
 from .seed import derive_seed, seed_everything
 from .tokenizer import BPETokenizer, build_tokenizer
 
+if TYPE_CHECKING:
+    from .distributed import DistContext
+
 logger = logging.getLogger(__name__)
 
 RETRIEVAL_METRICS = ("precision_at_1", "r_precision", "mean_average_precision_at_r")
+#: validation metrics of one epoch (``zero_shot_accuracy``: CLIP image-text runs, single view)
+VAL_METRICS = ("val_loss", *RETRIEVAL_METRICS, "accuracy", "zero_shot_accuracy")
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
-    "val_loss",
-    *RETRIEVAL_METRICS,
-    "accuracy",
+    *VAL_METRICS,
     "lr_backbone",
     "lr_head",
     "train_img_per_s",
     "epoch_time_s",
+    "monitor",  # the early-stopping metric of the run (a string column)
 ]
 
 
@@ -177,6 +181,30 @@ def extract_embeddings(
 # --------------------------------------------------------------------------- trainer
 
 
+class LossForward(nn.Module):
+    """Model forward (autocast) + loss (fp32) of a training batch as ONE module.
+
+    DistributedDataParallel wraps this module, so it synchronises the loss module's parameters
+    (ArcFace class weights) together with the model's.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.model = trainer.model
+        self.loss_module = trainer.loss_module
+        self.__dict__["_trainer"] = trainer  # not a submodule (no duplicate parameters)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        t = self._trainer
+        with _autocast(t.device, t.amp):
+            out = t.forward_fn(x)
+            if t.train_tokens is not None:
+                ids, mask = t.train_tokens
+                out["text_embedding"] = self.model.encode_text(ids[index], mask[index])
+        return self.loss_module(out, y)  # fp32, outside autocast (e.g. ArcFace cosines)
+
+
+
 class Trainer:
     """Model, loss, optimizer, scheduler and loaders of one training run (used by :func:`fit`
     and the throughput benchmark)."""
@@ -192,8 +220,11 @@ class Trainer:
         device: str | torch.device,
         val: ViewData | None = None,
         progress: bool = True,
+        dist: DistContext | None = None,
     ) -> None:
         self.model_cfg, self.loss_cfg, self.cfg = model_cfg, loss_cfg, train_cfg
+        self.dist = dist
+        self.shard = None if dist is None else (dist.rank, dist.world_size)
         self.device = resolve_device(device)
         self.train_data, self.val_data = train, val
         self.num_classes = int(num_classes)
@@ -214,21 +245,44 @@ class Trainer:
                 "training.early_stopping.metric='accuracy' needs model.head='classification'"
             )
         self.spec = LOSS_REGISTRY[loss_cfg.name]
-        if self.spec.needs_text and es.metric == "val_loss" and (val is None or val.texts is None):
+        if es.metric == "zero_shot_accuracy" and not (
+            self.spec.needs_text and model_cfg.num_views == 1
+        ):
             raise ValueError(
-                "training.early_stopping.metric='val_loss' with loss.name='clip' needs val texts"
+                "training.early_stopping.metric='zero_shot_accuracy' needs loss.name='clip' and "
+                "a single view (model.views)"
+            )
+        self.monitor = early_stopping_monitor(model_cfg, loss_cfg, es)
+        validates = dist is None or dist.rank == 0  # under DDP only rank 0 validates
+        needs_texts = self.monitor in ("val_loss", "zero_shot_accuracy") and self.spec.needs_text
+        if validates and needs_texts and (val is None or val.texts is None):
+            raise ValueError(
+                f"early stopping on {self.monitor} with loss.name='clip' needs val texts"
             )
         cuda = self.device.type == "cuda"
         self.amp = bool(train_cfg.amp and cuda)
         self.seed_generator = seed_everything(train_cfg.seed, train_cfg.deterministic)
 
         self.model = build_model(model_cfg, num_classes).to(self.device)
+        if dist is not None and cuda and train_cfg.ddp.sync_batchnorm:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if cuda and train_cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
             self.model.channels_last = True
         self.loss_module = build_loss(
-            loss_cfg, num_classes=num_classes, embedding_size=self.model.embedding_dim
+            loss_cfg,
+            num_classes=num_classes,
+            embedding_size=self.model.embedding_dim,
+            world_size=1 if dist is None else dist.world_size,
         ).to(self.device)
+        #: reported loss = backward loss x this (pml's distributed wrapper multiplies by N)
+        self.loss_log_scale = float(getattr(self.loss_module, "log_scale", 1.0))
+        #: validation (rank 0 alone) needs the local loss; gathering losses hold no parameters
+        self.eval_loss = self.loss_module
+        if dist is not None and self.spec.cross_batch:
+            self.eval_loss = build_loss(
+                loss_cfg, num_classes=num_classes, embedding_size=self.model.embedding_dim
+            ).to(self.device)
 
         self.tokenizer = None
         self.train_tokens: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -264,6 +318,9 @@ class Trainer:
             min_lr_ratio=train_cfg.min_lr_ratio,
         )
         self.forward_fn: Any = torch.compile(self.model) if train_cfg.compile else self.model
+        self.step_module: nn.Module = LossForward(self)
+        if dist is not None:
+            self.step_module = dist.wrap(self.step_module, self.device)
 
         pin = cuda
         self.train_sampler = EpochBatchSampler()
@@ -292,7 +349,7 @@ class Trainer:
         logger.log(
             logging.INFO if val is not None else logging.DEBUG,
             "Trainer: model=%s head=%s loss=%s views=%s | %d steps/epoch x %d epochs, warmup %d | "
-            "device=%s amp=%s compile=%s | %d trainable params",
+            "device=%s amp=%s compile=%s | %d trainable params | early stopping on %s%s",
             model_cfg.name,
             model_cfg.head,
             loss_cfg.name,
@@ -304,6 +361,8 @@ class Trainer:
             self.amp,
             train_cfg.compile,
             sum(p.numel() for p in self.trainable),
+            self.monitor,
+            "" if dist is None else f" | DDP rank {dist.rank}/{dist.world_size} ({dist.backend})",
         )
 
     # ------------------------------------------------------------------ setup helpers
@@ -357,11 +416,13 @@ class Trainer:
         x = batch["images"].to(self.device, non_blocking=True)
         y = batch["labels"].to(self.device, non_blocking=True)
         x = prepare_images(
-            x, image_size=self.model_cfg.image_size, augment=self.cfg.augment, generator=generator
+            x,
+            image_size=self.model_cfg.image_size,
+            augment=self.cfg.augment,
+            generator=generator,
+            shard=self.shard,
         )
-        with _autocast(self.device, self.amp):
-            out = self._outputs(x, batch, self.train_tokens)
-        loss = self.loss_module(out, y)  # fp32, outside autocast (e.g. ArcFace cosines)
+        loss = self.step_module(x, y, batch["index"].to(self.device, non_blocking=True))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip is not None:
@@ -369,7 +430,7 @@ class Trainer:
         self.last_lrs = {g["name"]: float(g["lr"]) for g in self.optimizer.param_groups}
         self.optimizer.step()
         self.scheduler.step()
-        return loss.detach()
+        return loss.detach() * self.loss_log_scale
 
     def train_epoch(
         self,
@@ -385,7 +446,10 @@ class Trainer:
         torch.manual_seed(derive_seed(self.cfg.seed, epoch, 0))
         gen = torch.Generator(device=self.device)
         gen.manual_seed(derive_seed(self.cfg.seed, epoch, 3))
-        self.train_sampler.set_batches(self.epoch_batches(epoch))
+        batches = self.epoch_batches(epoch)
+        if self.dist is not None:  # this rank's contiguous share of every global batch
+            batches = [self.dist.shard(b) for b in batches]
+        self.train_sampler.set_batches(batches)
         self.model.train()
         self.loss_module.train()
         loss_sum = torch.zeros((), device=self.device)
@@ -414,6 +478,9 @@ class Trainer:
             if max_steps is not None and steps >= max_steps:
                 break
         bar.close()
+        if self.dist is not None:  # mean over ranks = the loss of the global batches
+            loss_sum = self.dist.mean(loss_sum)
+            images *= self.dist.world_size
         train_loss = (loss_sum / max(steps, 1)).item()  # synchronises
         dt = time.perf_counter() - t0
         if not math.isfinite(train_loss):
@@ -429,7 +496,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Validation: val_loss, retrieval metrics on the embeddings, accuracy (classification)."""
         nan = float("nan")
-        res = {"val_loss": nan, **{m: nan for m in RETRIEVAL_METRICS}, "accuracy": nan}
+        res = {m: nan for m in VAL_METRICS}
         if self.val_loader is None or self.val_data is None:
             return res
         self.model.eval()
@@ -446,7 +513,7 @@ class Trainer:
             with _autocast(self.device, self.amp):
                 out = self._outputs(x, batch, self.val_tokens if can_loss else None)
             if can_loss and len(y) > 1:
-                loss_sum += float(self.loss_module(out, y)) * len(y)
+                loss_sum += float(self.eval_loss(out, y)) * len(y)
                 n_loss += len(y)
             emb[batch["index"].numpy()] = out["embedding"].float().cpu().numpy()
             if out["logits"] is not None:
@@ -455,7 +522,23 @@ class Trainer:
         res.update(retrieval_metrics(emb, self.val_data.labels, device=self.device))
         if self.model.head_type == "classification":
             res["accuracy"] = correct / len(self.val_data)
+        res["zero_shot_accuracy"] = self._zero_shot_accuracy(emb)
         return res
+
+    @torch.no_grad()
+    def _zero_shot_accuracy(self, emb: np.ndarray) -> float:
+        """CLIP image-text runs (one view): share of val images whose nearest class prompt
+        (one prompt per val class, encoded by the text tower) is their own class."""
+        if self.val_tokens is None or self.val_data is None or self.model_cfg.num_views != 1:
+            return float("nan")
+        labels = self.val_data.labels
+        classes, first = np.unique(labels, return_index=True)
+        idx = torch.as_tensor(first, device=self.device)
+        with _autocast(self.device, self.amp):
+            text = self.model.encode_text(self.val_tokens[0][idx], self.val_tokens[1][idx])
+        text = text.float().cpu().numpy()
+        pred = classes[np.argmax(emb @ text.T, axis=1)]
+        return float((pred == labels).mean())
 
     # ------------------------------------------------------------------ state
 
@@ -485,6 +568,25 @@ class Trainer:
             optimizer_state=opt,
             scheduler_state=sched,
         )
+
+    def baseline_checkpoint(self, meta: dict[str, Any]) -> Checkpoint:
+        """The starting backbone (its current weights) without projection / classifier.
+
+        Call it before the first training step. Rebuilt with :func:`model_from_checkpoint`, it
+        embeds with the fused (concatenated) backbone features: identical for every loss that
+        starts from the same backbone, views, weights and seed.
+        """
+        features = self.model.backbone_only()
+        model_cfg = self.model_cfg.model_copy(update={"head": "metric", "embedding_dim": None})
+        meta = {
+            **meta,
+            "model_config": model_cfg.model_dump(mode="json"),
+            "embedding_dim": features.embedding_dim,
+            "stage": "baseline",
+            "embedding": "backbone features fused by concatenation, before any head",
+            "trained_head": self.model_cfg.head,
+        }
+        return Checkpoint(model_state=cpu_state(features.state_dict()), meta=meta)
 
     def load(self, ckpt: Checkpoint, *, with_optimizer: bool) -> None:
         """Restore weights (and optimizer / scheduler state) from ``ckpt``."""
@@ -549,6 +651,10 @@ class FitResult:
     history: pd.DataFrame
     best_metrics: dict[str, float]
     model: nn.Module  # best weights loaded, eval mode
+    #: the starting backbone before any training step, without head (see
+    #: :meth:`Trainer.baseline_checkpoint`)
+    baseline: Checkpoint | None = None
+    monitor: str = ""  # the validation metric early stopping watched
 
 
 def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
@@ -559,10 +665,130 @@ def _improved(value: float, best: float | None, mode: str, min_delta: float) -> 
     return value > best + min_delta if mode == "max" else value < best - min_delta
 
 
+def early_stopping_monitor(
+    model_cfg: ModelConfig, loss_cfg: LossConfig, es: EarlyStoppingConfig
+) -> str:
+    """The validation metric early stopping watches.
+
+    CLIP with ``phase: text`` trains only the text tower: the image embedding, and with it every
+    image retrieval metric, cannot move, so such a metric is replaced by ``val_loss`` (the
+    image-text loss on val; ``zero_shot_accuracy`` may be chosen explicitly).
+    """
+    metric = es.metric
+    if model_cfg.name == "clip" and model_cfg.clip.phase == "text" and metric not in (
+        "val_loss",
+        "zero_shot_accuracy",
+    ):
+        logger.warning(
+            "model.clip.phase='text' cannot move the image embedding: early stopping watches "
+            "val_loss instead of training.early_stopping.metric=%r",
+            metric,
+        )
+        return "val_loss"
+    return metric
+
+
+@dataclass
+class EarlyStopping:
+    """Early-stopping state on one monitored metric (``patience=None``: never stops)."""
+
+    metric: str
+    mode: str
+    patience: int | None
+    min_delta: float
+    best_value: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped: bool = False
+
+    @classmethod
+    def from_config(cls, es: EarlyStoppingConfig, metric: str) -> EarlyStopping:
+        mode = es.resolved_mode if metric == es.metric else ("min" if metric == "val_loss" else "max")
+        return cls(metric, mode, es.patience, es.min_delta)
+
+    def update(self, epoch: int, value: float | None) -> bool:
+        """Record ``epoch``'s value (``None`` without validation: every epoch is the best);
+        returns whether it improved."""
+        improved = value is None or _improved(value, self.best_value, self.mode, self.min_delta)
+        if improved:
+            self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        self.stopped = self.patience is not None and self.bad_epochs >= self.patience
+        return improved
+
+    def state(self) -> dict[str, Any]:
+        """Checkpoint meta entries."""
+        return {
+            "early_stopping_metric": self.metric,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped,
+        }
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        """Inverse of :meth:`state` (resume)."""
+        self.best_value, self.best_epoch = meta.get("best_value"), int(meta.get("best_epoch", 0))
+        self.bad_epochs = int(meta.get("bad_epochs", 0))
+        self.stopped = bool(meta.get("stopped_early", False))
+
+
+@dataclass
+class TrainState:
+    """What :func:`fit` carries from epoch to epoch (and restores on resume)."""
+
+    stopping: EarlyStopping
+    epochs_done: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: Checkpoint | None = None
+    last: Checkpoint | None = None
+
+    def resume_from(self, work: Path, trainer: Trainer, base_meta: dict[str, Any]) -> None:
+        """Load ``work/last`` (+ ``work/best``) into the trainer and this state."""
+        self.last = load_checkpoint(work / "last")
+        trainer.load(self.last, with_optimizer=True)
+        m = self.last.meta
+        self.epochs_done = int(m["epoch"])
+        self.history = [
+            {k: (float("nan") if v is None else v) for k, v in row.items()} for row in m["history"]
+        ]
+        self.stopping.restore(m)
+        if (work / "best").is_dir():
+            self.best = load_checkpoint(work / "best")
+        _warn_config_changes(m, base_meta)
+        logger.info("Resuming from %s after epoch %d", work / "last", self.epochs_done)
+
+
 def _history_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-    df = df.astype({c: "float64" for c in HISTORY_COLUMNS if c != "epoch"})
-    return df.astype({"epoch": "int64"})
+    df = df.astype({c: "float64" for c in HISTORY_COLUMNS if c not in ("epoch", "monitor")})
+    return df.astype({"epoch": "int64", "monitor": "string"})
+
+
+def fit_result(
+    model: nn.Module,
+    loss_module: nn.Module | None,
+    best: Checkpoint,
+    last: Checkpoint,
+    history: list[dict[str, Any]],
+    baseline: Checkpoint | None,
+) -> FitResult:
+    """:class:`FitResult` with the best weights loaded into ``model`` (eval mode)."""
+    model.load_state_dict(best.model_state)
+    if loss_module is not None:
+        loss_module.load_state_dict(best.loss_state)
+    model.eval()
+    hist = _history_frame(history)
+    best_row = hist.loc[hist["epoch"] == best.meta["epoch"]]
+    numeric = [k for k in HISTORY_COLUMNS if k not in ("epoch", "monitor")]
+    best_metrics = (
+        {k: float(best_row.iloc[0][k]) for k in numeric} | {"epoch": int(best.meta["epoch"])}
+        if len(best_row)
+        else {}
+    )
+    monitor = str(best.meta.get("early_stopping_metric", ""))
+    return FitResult(best, last, hist, best_metrics, model, baseline, monitor)
 
 
 def fit(
@@ -585,8 +811,54 @@ def fit(
     ``work_dir``: ``last/`` is written every epoch (weights + optimizer + scheduler), ``best/``
     when the early-stopping metric improved (weights only).  ``resume=True`` continues from
     ``work_dir/last`` (starts fresh if absent).  ``stop_after_epoch=k`` returns after k epochs in
-    total (simulated interruption).  Epochs in history / meta are 1-based.
+    total (simulated interruption).  Epochs in history / meta are 1-based.  The result's
+    ``baseline`` is the model's backbone before the first training step (also on resume: the
+    seeded initial state is rebuilt before ``last`` is loaded).
+
+    ``train_cfg.ddp.world_size > 1`` trains with DistributedDataParallel over that many local
+    processes started here (see :mod:`~compcars_kedro.training.distributed`).
     """
+    kwargs = dict(
+        num_classes=num_classes,
+        device=device,
+        work_dir=work_dir,
+        resume=resume,
+        stop_after_epoch=stop_after_epoch,
+        label_names=label_names,
+        progress=progress,
+    )
+    if train_cfg.ddp.world_size > 1:
+        from .distributed import fit_distributed
+
+        return fit_distributed(model_cfg, loss_cfg, train_cfg, train, val, **kwargs)
+    result = fit_rank(model_cfg, loss_cfg, train_cfg, train, val, **kwargs)
+    assert result is not None
+    return result
+
+
+def fit_rank(
+    model_cfg: ModelConfig,
+    loss_cfg: LossConfig,
+    train_cfg: TrainingConfig,
+    train: ViewData,
+    val: ViewData | None,
+    *,
+    num_classes: int,
+    device: str | torch.device,
+    work_dir: Path | str | None = None,
+    resume: bool = False,
+    stop_after_epoch: int | None = None,
+    label_names: list[str] | None = None,
+    progress: bool = True,
+    dist: DistContext | None = None,
+) -> FitResult | None:
+    """The training loop of one process (``dist=None``: the only one).
+
+    Under DDP (``dist`` given) every rank trains its shard of each batch; rank 0 alone
+    validates, decides early stopping (broadcast to the others), checkpoints and logs, and
+    returns the result (the other ranks return ``None``).
+    """
+    main = dist is None or dist.rank == 0
     trainer = Trainer(
         model_cfg,
         loss_cfg,
@@ -594,133 +866,116 @@ def fit(
         train,
         num_classes=num_classes,
         device=device,
-        val=val,
-        progress=progress,
+        val=val if main else None,
+        progress=progress and main,
+        dist=dist,
     )
-    es = train_cfg.early_stopping
-    mode = es.resolved_mode
     work = Path(work_dir) if work_dir is not None else None
     base_meta = trainer.base_meta(label_names)
-
-    start_epoch, history = 0, []
-    best_value: float | None = None
-    best_epoch, bad_epochs, stopped = 0, 0, False
-    best_ckpt: Checkpoint | None = None
-    last_ckpt: Checkpoint | None = None
+    baseline = trainer.baseline_checkpoint(base_meta) if main else None  # before any step
+    state = TrainState(EarlyStopping.from_config(train_cfg.early_stopping, trainer.monitor))
     if resume:
         if work is None:
             raise ValueError("resume=True needs a work_dir")
         if (work / "last").is_dir():
-            last_ckpt = load_checkpoint(work / "last")
-            trainer.load(last_ckpt, with_optimizer=True)
-            m = last_ckpt.meta
-            start_epoch = int(m["epoch"])
-            history = [
-                {k: (float("nan") if v is None else v) for k, v in row.items()}
-                for row in m["history"]
-            ]
-            best_value, best_epoch = m.get("best_value"), int(m.get("best_epoch", 0))
-            bad_epochs, stopped = int(m.get("bad_epochs", 0)), bool(m.get("stopped_early", False))
-            if (work / "best").is_dir():
-                best_ckpt = load_checkpoint(work / "best")
-            _warn_config_changes(m, base_meta)
-            logger.info("Resuming from %s after epoch %d", work / "last", start_epoch)
+            state.resume_from(work, trainer, base_meta)
         else:
             logger.warning(
                 "resume=True but %s does not exist: starting from scratch", work / "last"
             )
+    es = state.stopping
 
-    for epoch in range(start_epoch, train_cfg.epochs):
-        if stopped:
+    for epoch in range(state.epochs_done, train_cfg.epochs):
+        if es.stopped:
             break
         tr = trainer.train_epoch(epoch)
-        ev = trainer.evaluate()
-        lr_b, lr_h = trainer.lr_by_kind()
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": tr["train_loss"],
-            **ev,
-            "lr_backbone": lr_b,
-            "lr_head": lr_h,
-            "train_img_per_s": tr["train_img_per_s"],
-            "epoch_time_s": tr["epoch_time_s"],
-        }
-        history.append(row)
-        value = float(row[es.metric])
-        no_val = trainer.val_loader is None
-        if no_val or _improved(value, best_value, mode, es.min_delta):
-            best_value, best_epoch, bad_epochs = (None if no_val else value), epoch + 1, 0
-            improved = True
-        else:
-            bad_epochs += 1
-            improved = False
-        stopped = es.patience is not None and bad_epochs >= es.patience
-        meta = {
-            **base_meta,
-            "epoch": epoch + 1,
-            "history": history,
-            "metrics": {
-                k: row[k] for k in ("train_loss", "val_loss", *RETRIEVAL_METRICS, "accuracy")
-            },
-            "early_stopping_metric": es.metric,
-            "best_value": best_value,
-            "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs,
-            "stopped_early": stopped,
-        }
-        if improved:
-            best_ckpt = trainer.checkpoint(dict(meta), with_optimizer=False)
-            if work is not None:
-                save_checkpoint(best_ckpt, work / "best")
-        last_ckpt = trainer.checkpoint(meta, with_optimizer=True)
-        if work is not None:
-            save_checkpoint(last_ckpt, work / "last")
-        logger.info(
-            "epoch %d/%d: train_loss=%.4f val_loss=%.4f P@1=%.4f R-P=%.4f MAP@R=%.4f acc=%.4f "
-            "lr=(%.2e, %.2e) %.0f img/s %.1fs%s",
-            epoch + 1,
-            train_cfg.epochs,
-            row["train_loss"],
-            row["val_loss"],
-            row["precision_at_1"],
-            row["r_precision"],
-            row["mean_average_precision_at_r"],
-            row["accuracy"],
-            lr_b,
-            lr_h,
-            row["train_img_per_s"],
-            row["epoch_time_s"],
-            " *best*" if improved else "",
-        )
-        if stopped:
-            logger.info(
-                "Early stopping after epoch %d: no %s improvement for %d epochs (best %s at epoch %d)",
-                epoch + 1,
-                es.metric,
-                bad_epochs,
-                best_value,
-                best_epoch,
-            )
+        if main:
+            _end_epoch(trainer, state, epoch, tr, base_meta, work)
+        if dist is not None:
+            es.stopped = dist.broadcast_flag(es.stopped)
+        if es.stopped:
+            if main:
+                logger.info(
+                    "Early stopping after epoch %d: no %s improvement for %d epochs "
+                    "(best %s at epoch %d)",
+                    epoch + 1,
+                    es.metric,
+                    es.bad_epochs,
+                    es.best_value,
+                    es.best_epoch,
+                )
             break
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             logger.info("Stopping after epoch %d as requested (stop_after_epoch)", epoch + 1)
             break
 
-    if last_ckpt is None or best_ckpt is None:
+    if not main:
+        return None
+    if state.last is None or state.best is None:
         raise RuntimeError("fit() ran no epoch (training.epochs already reached?)")
-    trainer.model.load_state_dict(best_ckpt.model_state)
-    trainer.loss_module.load_state_dict(best_ckpt.loss_state)
-    trainer.model.eval()
-    hist = _history_frame(history)
-    best_row = hist.loc[hist["epoch"] == best_ckpt.meta["epoch"]]
-    best_metrics = (
-        {k: float(best_row.iloc[0][k]) for k in HISTORY_COLUMNS if k != "epoch"}
-        | {"epoch": int(best_ckpt.meta["epoch"])}
-        if len(best_row)
-        else {}
+    return fit_result(
+        trainer.model, trainer.loss_module, state.best, state.last, state.history, baseline
     )
-    return FitResult(
-        best=best_ckpt, last=last_ckpt, history=hist, best_metrics=best_metrics, model=trainer.model
+
+
+def _end_epoch(
+    trainer: Trainer,
+    state: TrainState,
+    epoch: int,
+    tr: dict[str, float],
+    base_meta: dict[str, Any],
+    work: Path | None,
+) -> None:
+    """Validate, update early stopping, write ``best/`` (if improved) and ``last/``, log."""
+    ev = trainer.evaluate()
+    lr_b, lr_h = trainer.lr_by_kind()
+    es = state.stopping
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": tr["train_loss"],
+        **ev,
+        "lr_backbone": lr_b,
+        "lr_head": lr_h,
+        "train_img_per_s": tr["train_img_per_s"],
+        "epoch_time_s": tr["epoch_time_s"],
+        "monitor": es.metric,
+    }
+    state.history.append(row)
+    state.epochs_done = epoch + 1
+    no_val = trainer.val_loader is None
+    improved = es.update(epoch + 1, None if no_val else float(row[es.metric]))
+    meta = {
+        **base_meta,
+        "epoch": epoch + 1,
+        "history": state.history,
+        "metrics": {k: row[k] for k in ("train_loss", *VAL_METRICS)},
+        **es.state(),
+    }
+    if improved:
+        state.best = trainer.checkpoint(dict(meta), with_optimizer=False)
+        if work is not None:
+            save_checkpoint(state.best, work / "best")
+    state.last = trainer.checkpoint(meta, with_optimizer=True)
+    if work is not None:
+        save_checkpoint(state.last, work / "last")
+    zs = row["zero_shot_accuracy"]
+    logger.info(
+        "epoch %d/%d: train_loss=%.4f val_loss=%.4f P@1=%.4f R-P=%.4f MAP@R=%.4f acc=%.4f%s "
+        "lr=(%.2e, %.2e) %.0f img/s %.1fs%s",
+        epoch + 1,
+        trainer.cfg.epochs,
+        row["train_loss"],
+        row["val_loss"],
+        row["precision_at_1"],
+        row["r_precision"],
+        row["mean_average_precision_at_r"],
+        row["accuracy"],
+        "" if math.isnan(zs) else f" zero-shot={zs:.4f}",
+        lr_b,
+        lr_h,
+        row["train_img_per_s"],
+        row["epoch_time_s"],
+        f" *best {es.metric}*" if improved else "",
     )
 
 

@@ -56,6 +56,23 @@ class PMLLoss(nn.Module):
         super().__init__()
         self.loss = loss
         self.miner = miner
+        self.log_scale = 1.0
+
+    def distribute(self, world_size: int) -> None:
+        """Gather every rank's embeddings (pml ``DistributedLossWrapper`` / ``...MinerWrapper``).
+
+        The wrapped loss is N x the global-batch loss (pml's convention, so that DDP's gradient
+        average is the global gradient); ``log_scale`` = 1/N reports the global-batch loss.
+        """
+        from pytorch_metric_learning.utils.distributed import (
+            DistributedLossWrapper,
+            DistributedMinerWrapper,
+        )
+
+        self.loss = DistributedLossWrapper(self.loss)
+        if self.miner is not None:
+            self.miner = DistributedMinerWrapper(self.miner)
+        self.log_scale = 1.0 / world_size
 
     def forward(self, outputs: dict[str, Any], labels: torch.Tensor) -> torch.Tensor:
         emb = outputs["embedding"].float()
@@ -76,6 +93,14 @@ class ClipLoss(nn.Module):
         super().__init__()
         self.mask_same_class = p.mask_same_class
         self.max_logit_scale = p.max_logit_scale
+        self.world_size = 1
+        self.log_scale = 1.0
+
+    def distribute(self, world_size: int) -> None:
+        """Gather image and text embeddings of every rank (as pml's wrapper does): the loss
+        is N x the global-batch loss, the logit scale's gradient scaled by 1/N to match."""
+        self.world_size = int(world_size)
+        self.log_scale = 1.0 / world_size
 
     def info_nce(
         self, img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor, logit_scale: torch.Tensor
@@ -95,11 +120,21 @@ class ClipLoss(nn.Module):
             raise ValueError("the clip loss needs outputs['text_embedding'] (ViewData.texts)")
         txt = F.normalize(outputs["text_embedding"].float(), dim=-1)
         vf = outputs["view_features"].float()
-        per_view = [
-            self.info_nce(F.normalize(vf[:, v], dim=-1), txt, labels, outputs["logit_scale"])
-            for v in range(vf.shape[1])
-        ]
-        return torch.stack(per_view).mean()
+        scale = outputs["logit_scale"]
+        views = [F.normalize(vf[:, v], dim=-1) for v in range(vf.shape[1])]
+        if self.world_size > 1:
+            from pytorch_metric_learning.utils.distributed import gather
+
+            txt, labels, _ = gather(txt, labels)  # own rank first, then the others
+            views = [gather(img, None)[0] for img in views]
+            scale = _scale_grad(scale, 1.0 / self.world_size)
+        per_view = [self.info_nce(img, txt, labels, scale) for img in views]
+        return torch.stack(per_view).mean() * self.world_size
+
+
+def _scale_grad(t: torch.Tensor, factor: float) -> torch.Tensor:
+    """``t`` in the forward pass, its gradient multiplied by ``factor``."""
+    return t * factor + t.detach() * (1.0 - factor)
 
 
 def _ce(p: CEParams, num_classes: int, embedding_size: int) -> nn.Module:
@@ -155,23 +190,35 @@ class LossSpec:
     pk_sampler: bool  # 'auto' sampler uses P x K batches
     needs_text: bool = False
     model: str | None = None  # required model.name
+    cross_batch: bool = False  # compares samples of a batch (DDP gathers every rank's)
 
 
 LOSS_REGISTRY: dict[str, LossSpec] = {
     "ce": LossSpec(_ce, head="classification", pk_sampler=False),
     "arcface": LossSpec(_arcface, head="metric", pk_sampler=False),
-    "contrastive": LossSpec(_contrastive, head="metric", pk_sampler=True),
-    "ntxent": LossSpec(_ntxent, head="metric", pk_sampler=True),
-    "triplet": LossSpec(_triplet, head="metric", pk_sampler=True),
-    "multisimilarity": LossSpec(_multisimilarity, head="metric", pk_sampler=True),
-    "clip": LossSpec(_clip, head="metric", pk_sampler=False, needs_text=True, model="clip"),
+    "contrastive": LossSpec(_contrastive, head="metric", pk_sampler=True, cross_batch=True),
+    "ntxent": LossSpec(_ntxent, head="metric", pk_sampler=True, cross_batch=True),
+    "triplet": LossSpec(_triplet, head="metric", pk_sampler=True, cross_batch=True),
+    "multisimilarity": LossSpec(_multisimilarity, head="metric", pk_sampler=True, cross_batch=True),
+    "clip": LossSpec(
+        _clip, head="metric", pk_sampler=False, needs_text=True, model="clip", cross_batch=True
+    ),
 }
 
 
-def build_loss(loss_cfg: LossConfig, *, num_classes: int, embedding_size: int) -> nn.Module:
-    """Instantiate the loss module of ``loss_cfg`` (may hold parameters, e.g. ArcFace)."""
+def build_loss(
+    loss_cfg: LossConfig, *, num_classes: int, embedding_size: int, world_size: int = 1
+) -> nn.Module:
+    """Instantiate the loss module of ``loss_cfg`` (may hold parameters, e.g. ArcFace).
+
+    ``world_size > 1`` (DDP): losses comparing the samples of a batch see every rank's
+    embeddings; per-sample losses (ce, arcface) stay local (DDP averages their gradients).
+    """
     spec = LOSS_REGISTRY[loss_cfg.name]
-    return spec.builder(loss_cfg.hparams, num_classes, embedding_size)
+    module = spec.builder(loss_cfg.hparams, num_classes, embedding_size)
+    if world_size > 1 and spec.cross_batch:
+        module.distribute(world_size)
+    return module
 
 
 def validate_combination(

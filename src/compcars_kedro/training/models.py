@@ -28,6 +28,7 @@ from torch import nn
 
 from .config import ClipOptions, ModelConfig
 from .weights import (
+    FETCH_HINT,
     WeightsNotAvailableError,
     classify_weights,
     load_into,
@@ -190,8 +191,9 @@ def _build_clip(cfg: ModelConfig, clip_config: Mapping[str, Any] | None = None) 
         except (OSError, ValueError) as exc:
             raise WeightsNotAvailableError(
                 f"model.weights={cfg.weights!r} is not in the local Hugging Face cache "
-                f"(HF_HOME={_env('HF_HOME')}) and there is no network; set model.weights to a "
-                f"local save_pretrained folder / .safetensors file, or null for random init ({exc})"
+                f"(HF_HOME={_env('HF_HOME')}) and nothing is downloaded during runs; "
+                f"{FETCH_HINT}, or set model.weights to a local save_pretrained folder / "
+                f".safetensors file, or null for random init ({exc})"
             ) from exc
         clip = clip.float()
         logger.info("Loaded CLIP weights from %s", src.value)
@@ -377,6 +379,27 @@ class EmbeddingModel(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """L2-normalised retrieval / clustering embedding ``(B, embedding_dim)`` (float32)."""
         return self.forward(x)["embedding"]
+
+    def backbone_only(self) -> EmbeddingModel:
+        """The same backbone (shared modules) without projection or classifier.
+
+        Its :meth:`embed` is the L2-normalised fused (concatenated) backbone features: the
+        baseline embedding, identical for every loss trained from the same backbone, views,
+        weights and seed (a head at initialisation is never the baseline).
+        """
+        model = EmbeddingModel(
+            self.backbone,
+            num_views=self.num_views,
+            head="metric",
+            num_classes=1,
+            embedding_dim=None,
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            image_size=self.image_size,
+        )
+        model.pixel_mean, model.pixel_std = self.pixel_mean, self.pixel_std
+        model.channels_last = self.channels_last
+        return model
 
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None

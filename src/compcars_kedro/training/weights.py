@@ -10,8 +10,9 @@
 * a local path: a ``.safetensors`` state dict, a ``.pt``/``.pth`` state dict (read with
   ``torch.load(weights_only=True)``) or a ``save_pretrained`` folder (CLIP).
 
-Nothing is ever downloaded; when the weights are not available offline a
-:class:`WeightsNotAvailableError` names the parameter to change.
+Nothing is ever downloaded here; when the weights are not available offline a
+:class:`WeightsNotAvailableError` names the parameter to change and the download command
+(``make weights``, :mod:`compcars_kedro.weights`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ import torch
 logger = logging.getLogger(__name__)
 
 STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+#: How to get pretrained weights into the caches (every offline "not available" error says it).
+FETCH_HINT = ("download them first with `make weights ENV=<env>` "
+              "(python -m compcars_kedro.weights --env <env>)")
 
 
 class WeightsNotAvailableError(RuntimeError):
@@ -91,8 +97,8 @@ def torchvision_cache_file(model_name: str, weights: str) -> Path:
         raise WeightsNotAvailableError(
             f"model.weights={weights!r} is not in the local cache ({enum_cls.__name__}."
             f"{entry.name} -> {cache_file}, TORCH_HOME={os.environ.get('TORCH_HOME', '<unset>')}) "
-            "and there is no "
-            "network; set model.weights to a local file path or null for random init"
+            f"and nothing is downloaded during runs; {FETCH_HINT}, or set model.weights to a local "
+            "file path or null for random init"
         )
     return cache_file
 

@@ -45,6 +45,29 @@ def test_embeddings_concatenate_views_and_are_normalised(tiny_crops, checkpoints
     assert not np.allclose(b_val.vectors, val.vectors)
 
 
+def test_baseline_is_the_backbone_identical_for_every_loss(tiny_crops, tmp_path_factory) -> None:
+    """One baseline per backbone: the fused backbone features before any head, so a ce run
+    (classifier) and a multisimilarity run (16-d projection) have bitwise equal baselines."""
+    crops, pairs = tiny_crops
+    runs = {}
+    for loss in ("ce", "multisimilarity"):
+        p = tiny_finetuning_params(loss=loss, training={
+            "epochs": 1, "batch_size": 8, "num_workers": 0, "sampler": {"m_per_class": 2}})
+        p["finetuning"]["work_dir"] = str(tmp_path_factory.mktemp(f"work_{loss}"))
+        cfg = resolve_config(p["model"], p["loss"], p["views"], p["embedding_dim"], p["models"],
+                             p["losses"], p["training"], p["finetuning"])
+        baseline, best, *_ = finetune(crops, pairs, cfg)
+        assert baseline.meta["stage"] == "baseline" and baseline.meta["trained_head"] == (
+            "classification" if loss == "ce" else "metric")
+        assert all(k.startswith("backbone.") for k in baseline.model_state)
+        runs[loss] = (embed_splits(crops, pairs, baseline, {"batch_size": 8}),
+                      embed_splits(crops, pairs, best, {"batch_size": 8}))
+    for ce, ms in zip(runs["ce"][0], runs["multisimilarity"][0], strict=True):
+        assert ce.vectors.shape[1] == 2 * 512  # fused resnet18 features of both views
+        np.testing.assert_array_equal(ce.vectors, ms.vectors)
+    assert runs["multisimilarity"][1][0].vectors.shape[1] == 16  # the trained head's output
+
+
 def test_retrieval_table_scores_perfect_and_random_embeddings() -> None:
     labels = np.repeat(np.arange(4), 3)
     perfect = np.eye(4)[labels] + 1e-3 * np.random.default_rng(0).normal(size=(12, 4))

@@ -40,8 +40,16 @@ def test_grid_expansion_and_names() -> None:
     assert [v.name for v in layers] == ["clip_vision_l01_s0", "clip_vision_l12_s0",
                                         "clip_text_l01_s0", "clip_text_l12_s0"]
     assert layers[3].overrides["models"]["clip"]["clip"] == {"phase": "text", "trainable_layers": 12}
-    with pytest.raises(ValueError, match="1..12"):
+    with pytest.raises(ValueError, match="0..12"):
         expand_clip_layers({"layers": [13]})
+    # the N=0 control, several seeds; text-tower runs early-stop on val_loss
+    study = expand_clip_layers({"components": ["vision", "text"], "layers": [0, 12],
+                                "seeds": [0, 1, 2]})
+    assert len(study) == 12 and {v.seed for v in study} == {0, 1, 2}
+    control = next(v for v in study if v.name == "clip_text_l00_s2")
+    assert control.overrides["models"]["clip"]["clip"]["trainable_layers"] == 0
+    assert control.overrides["training"]["early_stopping"]["metric"] == "val_loss"
+    assert all("training" not in v.overrides for v in study if v.extra["component"] == "vision")
 
 
 def test_guard_turns_errors_into_markers_and_passes_them_on() -> None:

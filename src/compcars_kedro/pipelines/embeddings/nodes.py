@@ -32,6 +32,9 @@ def embed_splits(crops: CropsStore, multiview_samples: pd.DataFrame, checkpoint:
                  ) -> tuple[EmbeddingSet, EmbeddingSet, EmbeddingSet]:
     """Embeddings of val, test and unseen with the checkpoint's own views and fusion.
 
+    A ``baseline`` checkpoint embeds with its backbone's fused (concatenated) features, without
+    projection or classifier, so every loss of one backbone shares one baseline.
+
     The labels of seen splits use the checkpoint's training label map; unseen classes get
     labels after them (used only to score, never to choose anything). ``image_splits`` (when
     given) decides each image's split (see ``with_splits``).
@@ -47,6 +50,8 @@ def embed_splits(crops: CropsStore, multiview_samples: pd.DataFrame, checkpoint:
     views = list(checkpoint.meta["model_config"]["views"])
     class_ids = checkpoint.meta.get("class_ids") or []
     labels = {c: i for i, c in enumerate(class_ids)}
+    if stage == "baseline":  # the starting backbone's fused features, never a head at init
+        model = model.backbone_only()
     out = []
     for split in EXTRACT_SPLITS:
         data, table = build_view_data(crops, multiview_samples, views, split, labels)

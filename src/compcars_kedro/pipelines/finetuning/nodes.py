@@ -15,7 +15,7 @@ from compcars_kedro.device import current_device
 from compcars_kedro.params import FinetuningParams, validate
 from compcars_kedro.training.checkpoint import Checkpoint, work_dir_lock
 from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
-from compcars_kedro.training.loop import Trainer, fit
+from compcars_kedro.training.loop import fit
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +43,12 @@ def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[st
              ) -> tuple[Checkpoint, Checkpoint, Checkpoint, pd.DataFrame, dict[str, Any]]:
     """Train on ``train``, validate on ``val`` each epoch; return baseline, best, last checkpoints.
 
-    The baseline checkpoint is the same backbone before any training step (pretrained weights,
-    or the seeded random init), so the embeddings pipeline compares like with like.
-    ``image_splits`` (when given) decides each image's split (see ``with_splits``).
+    The baseline checkpoint is the starting backbone (pretrained weights, or the seeded random
+    init) snapshotted inside ``fit`` before the first step, without projection or classifier:
+    its embedding is the fused backbone features, the same for every loss of this backbone,
+    views, weights and seed. ``training.ddp.world_size > 1`` trains with DDP (``fit`` starts
+    the processes). ``image_splits`` (when given) decides each image's split (see
+    ``with_splits``).
     """
     crops = with_splits(crops, image_splits)
     model_cfg, loss_cfg, train_cfg = _configs(config)
@@ -65,25 +68,21 @@ def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[st
     logger.info("training %s on %s: %d train / %d val samples, %d classes, views=%s",
                 config["variant"], device, len(train), len(val), len(labels), "+".join(views))
 
-    baseline_trainer = Trainer(model_cfg, loss_cfg, train_cfg, train, num_classes=len(labels),
-                               device="cpu", val=None, progress=False)
-    meta = {**baseline_trainer.base_meta(label_names), "variant": config["variant"],
-            "stage": "baseline", "class_ids": class_ids, "data_fingerprints": fingerprints}
-    baseline = baseline_trainer.checkpoint(meta, with_optimizer=False)
-    del baseline_trainer
-
     run = config["run"]
     work_dir = Path(run["work_dir"]) / config["variant"]
     with work_dir_lock(work_dir):  # one run per variant's work dir
         result = fit(model_cfg, loss_cfg, train_cfg, train, val, num_classes=len(labels),
                      device=device, work_dir=work_dir, resume=bool(run["resume"]),
                      label_names=label_names)
-    best = result.best
+    baseline, best = result.baseline, result.best
+    baseline.meta.update({"variant": config["variant"], "class_ids": class_ids,
+                          "data_fingerprints": fingerprints})
     best.meta.update({"variant": config["variant"], "stage": "finetuned",
                       "class_ids": class_ids, "data_fingerprints": fingerprints})
     result.last.meta["data_fingerprints"] = fingerprints
     history = result.history.assign(**config["keys"])
     metrics = {**config["keys"], **{k: float(v) for k, v in result.best_metrics.items()},
+               "early_stopping_metric": result.monitor, "ddp_world_size": train_cfg.ddp.world_size,
                "n_train": len(train), "n_val": len(val), "n_classes": len(labels)}
     return baseline, best, result.last, history, metrics
 
