@@ -40,8 +40,15 @@ def test_metrics_tables_cover_baseline_finetuned_seen_unseen(tiny_run) -> None:
     clustering = pd.read_csv(latest(project, "08_reporting/clustering_metrics.csv"))
     combos = set(zip(clustering["source"], clustering["models"], strict=True))
     assert combos == {(s, m) for s in ("baseline", "finetuned") for m in ("seen", "unseen")}
-    assert set(clustering["selection_mode"]) == {"internal", "transfer"}
+    # kmeans with the true k is a labelled reference, not a selection mode
+    assert set(clustering["selection_mode"]) == {"internal", "transfer", "reference"}
     assert "oracle" not in set(clustering["selection_mode"])
+    matched = pd.read_csv(latest(project, "08_reporting/matched_metrics.csv"))
+    assert {"source", "split", "draw", "n_classes", "n_samples", "kind"} <= set(matched.columns)
+    if len(matched):  # the tiny sample may have too few test classes of 2+ samples to match
+        sizes = matched.loc[matched["kind"] == "retrieval"].pivot_table(
+            index=["source", "draw"], columns="split", values=["n_classes", "n_samples"])
+        assert (sizes[("n_samples", "test")] == sizes[("n_samples", "unseen")]).all()
     retrieval = pd.read_csv(latest(project, "08_reporting/retrieval_metrics.csv"))
     assert set(retrieval["split"]) == {"val", "test", "unseen"}
     assert {"model", "loss", "views", "seed"} <= set(retrieval.columns)

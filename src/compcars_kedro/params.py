@@ -271,6 +271,16 @@ def check_combination(config: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- clustering
+class MatchedParams(StrictModel):
+    """Seen vs unseen on matched subsamples (same #classes, same per-class counts)."""
+
+    draws: int = Field(5, ge=1, description="seeded subsample draws (mean and spread)")
+    seed: int = 0
+    min_class_size: int = Field(2, ge=1, description="classes smaller than this are not drawn")
+    reducers: list[str] = ["pca"]
+    clusterers: list[str] | None = Field(None, description="null: clustering.clusterers")
+
+
 class ClusteringParams(StrictModel):
     """Reducer x clusterer grid and the label-free selection modes (see clustering/selection.py).
 
@@ -288,19 +298,30 @@ class ClusteringParams(StrictModel):
     max_density_dims: int = Field(50, ge=2)
     sample_size: int = Field(5000, ge=100)
     seed: int = 42
+    n_jobs: int = Field(-1, description="worker processes for independent fits; -1 = all cores")
+    transfer_sizes: Literal["relative", "absolute"] = "relative"
+    matched: MatchedParams = MatchedParams()
 
     @model_validator(mode="after")
     def _names(self) -> ClusteringParams:
         from compcars_kedro.clustering.clusterers import CLUSTERERS
         from compcars_kedro.clustering.reducers import REDUCERS, VIEW_ONLY_REDUCERS
 
-        bad = [r for r in self.reducers if r not in REDUCERS or r in VIEW_ONLY_REDUCERS]
-        if bad:
-            raise ValueError(f"reducers: {bad} not usable as clustering input; valid: "
-                             f"{sorted(set(REDUCERS) - VIEW_ONLY_REDUCERS)} (t-SNE is for 2-D views)")
-        bad = [c for c in self.clusterers if c not in CLUSTERERS]
-        if bad:
-            raise ValueError(f"clusterers: unknown {bad}; valid: {sorted(CLUSTERERS)}")
+        for key, reducers in (("reducers", self.reducers),
+                              ("matched.reducers", self.matched.reducers)):
+            bad = [r for r in reducers if r not in REDUCERS or r in VIEW_ONLY_REDUCERS]
+            if bad:
+                raise ValueError(f"{key}: {bad} not usable as clustering input; valid: "
+                                 f"{sorted(set(REDUCERS) - VIEW_ONLY_REDUCERS)} "
+                                 "(t-SNE is for 2-D views)")
+        for key, clusterers in (("clusterers", self.clusterers),
+                                ("matched.clusterers", self.matched.clusterers or [])):
+            bad = [c for c in clusterers if c not in CLUSTERERS]
+            if bad:
+                raise ValueError(f"{key}: unknown {bad}; valid: {sorted(CLUSTERERS)}")
+        if self.n_jobs == 0 or self.n_jobs < -1:
+            raise ValueError(f"n_jobs: {self.n_jobs} is not valid; valid: -1 (all cores) or a "
+                             "positive number of worker processes")
         return self
 
 

@@ -128,3 +128,23 @@ def test_unknown_clusterer() -> None:
     X, _ = blobs(0)
     with pytest.raises(KeyError):
         select_and_cluster(X, "spectral", None, "internal")
+
+
+def test_connect_components_adds_sklearns_closest_pairs() -> None:
+    from scipy.sparse import csgraph
+    from sklearn.neighbors import kneighbors_graph
+    from sklearn.utils.graph import _fix_connected_components
+
+    from compcars_kedro.clustering.clusterers import connect_components
+
+    X, _ = blobs(0)
+    conn = kneighbors_graph(X, n_neighbors=3, include_self=False)
+    n_comp, labels = csgraph.connected_components(conn, directed=False)
+    assert n_comp > 1
+    ours = connect_components(conn, X)
+    assert csgraph.connected_components(ours, directed=False)[0] == 1
+    ref = _fix_connected_components(X, conn.tolil(), n_comp, labels, mode="connectivity")
+    def edges(g):
+        return set(zip(*(g + g.T).nonzero(), strict=True))
+
+    assert edges(ours) == edges(ref)  # the same closest pairs scikit-learn would add

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
 
 from compcars_kedro.clustering.metrics import METRIC_KEYS, cluster_metrics, noise_as_singletons
 
@@ -31,8 +31,9 @@ def test_hand_computed_noise_as_singleton_case() -> None:
     assert m["ari_nonnoise"] == pytest.approx(1.0)
     assert m["ami_nonnoise"] == pytest.approx(1.0)
     assert m["nmi_nonnoise"] == pytest.approx(1.0)
-    assert m["pct_pure_clusters"] == pytest.approx(100.0)
-    assert m["pct_dominant_clusters"] == pytest.approx(100.0)
+    # size-weighted over all 4 points: cluster0 (2 points) is pure, cluster1 is a singleton
+    assert m["pct_pure_clusters"] == pytest.approx(50.0)
+    assert m["pct_dominant_clusters"] == pytest.approx(50.0)
     assert m["n_clusters"] == 2
     assert m["noise_fraction"] == pytest.approx(0.25)
     assert math.isnan(m["silhouette"])  # no X given
@@ -46,13 +47,36 @@ def test_purity_pure_and_dominant_on_crafted_example() -> None:
     # cluster1: c,c       -> majority 2, share 1.0 (pure)
     # cluster2: d,b       -> majority 1, share 0.5
     # noise (1 point) counts wrong: purity = (4+2+1)/10 = 0.7
+    # % pure / dominant are weighted by cluster size over all 10 points (noise included):
+    # pure: cluster1 (2 points) -> 20 %; dominant: cluster0 + cluster1 (7 points) -> 70 %
     m = cluster_metrics(y_true, y_pred)
     assert m["purity"] == pytest.approx(0.7)
-    assert m["pct_pure_clusters"] == pytest.approx(100 / 3)
-    assert m["pct_dominant_clusters"] == pytest.approx(200 / 3)
+    assert m["pct_pure_clusters"] == pytest.approx(20.0)
+    assert m["pct_dominant_clusters"] == pytest.approx(70.0)
     assert m["n_clusters"] == 3
     assert m["noise_fraction"] == pytest.approx(0.1)
     assert m["n_true_classes"] == 4
+
+
+def test_singletons_are_never_pure_clusters() -> None:
+    y_true = [0, 0, 0, 1, 1, 1]
+    singles = cluster_metrics(y_true, [0, 1, 2, 3, 4, 5])  # every point its own cluster
+    assert singles["pct_pure_clusters"] == 0.0 and singles["pct_dominant_clusters"] == 0.0
+    # a big impure cluster weighs more than a small pure one
+    m = cluster_metrics(y_true + [1, 1], [0, 0, 0, 0, 0, 0, 1, 1])
+    assert m["pct_pure_clusters"] == pytest.approx(25.0)
+
+
+def test_ami_with_noise_as_singletons_and_on_non_noise_points() -> None:
+    y_true = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    y_pred = np.array([0, 0, -1, 1, 1, 1, -1, 2])
+    m = cluster_metrics(y_true, y_pred)
+    assert m["ami"] == pytest.approx(
+        adjusted_mutual_info_score(y_true, noise_as_singletons(y_pred)))
+    keep = y_pred != -1
+    assert m["ami_nonnoise"] == pytest.approx(
+        adjusted_mutual_info_score(y_true[keep], y_pred[keep]))
+    assert m["ami"] < m["ami_nonnoise"]  # declaring noise never helps the headline
 
 
 def test_noise_counts_as_wrong_in_purity() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compcars_kedro.clustering import REDUCERS, density_input, reduce, run_grid
+from compcars_kedro.clustering import REDUCERS, density_input, reduce, reducers, run_grid
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,29 @@ def test_unknown_reducer(X: np.ndarray) -> None:
         reduce(X, "lda")
 
 
-def test_tiny_umap(X: np.ndarray) -> None:
-    # the only UMAP call in the suite (numba JIT dominates its runtime)
+def test_tiny_umap(X: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the only UMAP calls in the suite (numba JIT dominates their runtime)
     Z = reduce(X[:60], "umap", {"n_components": 3, "n_neighbors": 5}, seed=0)
     assert Z.shape == (60, 3)
     assert np.isfinite(Z).all()
+    # umap's own kernels now have numba's on-disk cache (umap 0.5 declares almost none)
+    import sys
+
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    uncached = [f"{name}.{attr}" for name, mod in list(sys.modules.items())
+                if mod is not None and name.split(".")[0] == "umap"
+                for attr, obj in vars(mod).items()
+                if isinstance(obj, Dispatcher) and isinstance(obj._cache, NullCache)]
+    assert not uncached
+    assert reducers.enable_numba_cache() == 0  # idempotent
+    # the large-data path: exact kNN graph handed to umap instead of pynndescent
+    monkeypatch.setattr(reducers, "UMAP_APPROX_MIN_ROWS", 10)
+    calls = []
+    real = reducers._exact_knn
+    monkeypatch.setattr(reducers, "_exact_knn", lambda *a: calls.append(a) or real(*a))
+    Z2 = reduce(X[:60], "umap", {"n_components": 3, "n_neighbors": 5}, seed=0)
+    assert len(calls) == 1 and Z2.shape == (60, 3) and np.isfinite(Z2).all()
+    idx, dist = real(X[:20], 4, "euclidean")
+    assert (idx[:, 0] == np.arange(20)).all() and (dist[:, 0] < 1e-3).all()

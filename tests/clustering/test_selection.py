@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
 
@@ -64,7 +65,9 @@ def test_permuting_eval_labels_leaves_chosen_params_unchanged(data, mode: str) -
     assert list(a["params"]) == list(b["params"])
     assert list(a["resolved_params"]) == list(b["resolved_params"])
     np.testing.assert_allclose(a["selection_score"], b["selection_score"], equal_nan=True)
-    assert (a["selection_mode"] == mode).all()
+    chosen = ~a["uses_true_k"]
+    assert (a.loc[chosen, "selection_mode"] == mode).all()
+    assert (a.loc[~chosen, "selection_mode"] == "reference").all()  # kmeans with the true k
     # ... while the metrics do see the labels
     assert (a["ari"] > b["ari"] + 0.5).all()
 
@@ -72,7 +75,8 @@ def test_permuting_eval_labels_leaves_chosen_params_unchanged(data, mode: str) -
 def test_oracle_rows_are_labelled_and_selection_can_change(data) -> None:
     a, _ = _run(data, data["y"], "oracle")
     b, _ = _run(data, data["y_perm"], "oracle")
-    assert (a["selection_mode"] == "oracle").all() and (b["selection_mode"] == "oracle").all()
+    for t in (a, b):
+        assert (t["selection_mode"] == np.where(t["uses_true_k"], "reference", "oracle")).all()
     # oracle selection reads the evaluated labels: its choice depends on them
     multi = a["n_grid_points"] > 1
     assert (a.loc[multi, "params"] != b.loc[multi, "params"]).any()
@@ -130,3 +134,63 @@ def test_run_grid_tables(data) -> None:
     assert list(assign.columns) == list(ASSIGNMENT_COLUMNS)
     assert len(assign) == len(metrics) * len(data["y"])
     assert (metrics["input_dim"] == np.where(metrics["reducer"] == "pca", 4, 6)).all()
+
+
+def test_parallel_tables_identical_to_sequential(data) -> None:
+    kw = {"X_select": data["Xs"], "y_select": data["ys"], "seed": 0, "progress": False,
+          "reducer_params": RAW | {"pca": {"n_components": 4, "l2_normalize": False}}}
+    seq, seq_assign = run_grid(data["X"], data["y"], ["none", "pca"], ALL, "transfer",
+                               n_jobs=1, **kw)
+    par, par_assign = run_grid(data["X"], data["y"], ["none", "pca"], ALL, "transfer",
+                               n_jobs=2, **kw)
+    timing = ["runtime_s", "reduce_runtime_s"]
+    pd.testing.assert_frame_equal(seq.drop(columns=timing), par.drop(columns=timing))
+    pd.testing.assert_frame_equal(seq_assign, par_assign)
+
+
+def test_failing_method_is_isolated_and_each_method_runs_once(data, monkeypatch) -> None:
+    calls: list[str] = []
+    real = sel.select_and_cluster
+
+    def counting(X_eval, clusterer, *args, **kwargs):
+        calls.append(clusterer)
+        if clusterer == "optics":
+            raise RuntimeError("optics broke")
+        return real(X_eval, clusterer, *args, **kwargs)
+
+    monkeypatch.setattr(sel, "select_and_cluster", counting)
+    metrics, assign = run_grid(data["X"], data["y"], ["none"], ALL, "internal", seed=0,
+                               reducer_params=RAW, progress=False, n_jobs=1, errors="record")
+    assert sorted(calls) == sorted(ALL)  # no rerun of the grid after the failure
+    bad = metrics.set_index("clusterer").loc["optics"]
+    assert "optics broke" in bad["error"] and np.isnan(bad["ari"])
+    ok = metrics.loc[metrics["clusterer"] != "optics"]
+    assert ok["error"].isna().all() and (ok["ari"] > 0.5).all()
+    assert "optics" not in set(assign["clusterer"])
+    with pytest.raises(RuntimeError, match="optics broke"):
+        run_grid(data["X"], data["y"], ["none"], ALL, "internal", seed=0, reducer_params=RAW,
+                 progress=False, n_jobs=1)
+
+
+def test_reduction_cache_reuses_identical_reductions(data, monkeypatch) -> None:
+    reduced: list[str] = []
+    real = sel.reduce
+    monkeypatch.setattr(sel, "reduce", lambda X, name, *a, **k: reduced.append(name)
+                        or real(X, name, *a, **k))
+    cache: dict = {}
+    kw = {"seed": 0, "progress": False, "n_jobs": 1, "reduction_cache": cache,
+          "reducer_params": {"pca": {"n_components": 4}}}
+    a, _ = run_grid(data["X"], data["y"], ["pca"], ["kmeans"], "internal", **kw)
+    b, _ = run_grid(data["X"], data["y"], ["pca"], ["kmeans"], "internal", **kw)
+    assert reduced == ["pca"] and len(cache) == 1
+    assert a["ari"].iloc[0] == b["ari"].iloc[0]
+
+
+def test_internal_score_with_shared_distances_is_the_same(data) -> None:
+    X, y = data["X"], data["y"]
+    labels = y.copy()
+    labels[::7] = -1
+    D = sel.sample_distances(X, sample_size=60, seed=1)
+    assert D.shape == (60, 60)
+    assert internal_score(X, labels, sample_size=60, seed=1, distances=D) == pytest.approx(
+        internal_score(X, labels, sample_size=60, seed=1), rel=1e-6)

@@ -95,6 +95,9 @@ class ClustererSpec:
     fit_grid: FitGrid
     needs_low_dim: bool
     uses_true_k: bool = False
+    #: parameters that are counts of points: in transfer mode they travel relative to the
+    #: expected class size (see :mod:`.sizes`), never as absolute counts.
+    size_params: tuple[str, ...] = ()
 
 
 def expand_grid(grid: Grid) -> list[Params]:
@@ -201,6 +204,40 @@ def _hdbscan_grid(
 
 
 # -------------------------------------------------------------------- agglomerative
+def connect_components(conn: Any, X: np.ndarray, chunk: int = 1024) -> Any:
+    """Connectivity graph ``conn`` plus the closest pair between every two of its components.
+
+    These are the edges scikit-learn's ward/agglomerative adds itself to a disconnected kNN
+    graph (``_fix_connected_components``: one ``pairwise_distances`` call per pair of
+    components, most of the tree's time at 20k points), computed here in row chunks: per
+    point its distance to the nearest point of each component; the closest pair of
+    components ``a, b`` is then (argmin over a of that distance to b, argmin over b of that
+    distance to a).
+    """
+    from scipy.sparse import coo_matrix, csgraph
+    from sklearn.metrics import pairwise_distances
+
+    conn = conn.tocsr()
+    n_comp, comp = csgraph.connected_components(conn, directed=False)
+    if n_comp == 1:
+        return conn
+    order = np.argsort(comp, kind="stable")
+    starts = np.searchsorted(comp[order], np.arange(n_comp))
+    Xo = X[order]
+    near = np.empty((len(X), n_comp), dtype=np.float64)  # distance to nearest point of comp
+    for start in range(0, len(X), chunk):
+        d = pairwise_distances(X[start:start + chunk], Xo)
+        near[start:start + chunk] = np.minimum.reduceat(d, starts, axis=1)
+    best = np.empty((n_comp, n_comp), dtype=np.int64)  # best[a, b]: point of a nearest b
+    for a in range(n_comp):
+        rows = order[starts[a]:starts[a + 1] if a + 1 < n_comp else len(X)]
+        best[a] = rows[np.argmin(near[rows], axis=0)]
+    a, b = np.triu_indices(n_comp, k=1)
+    i, j = best[a, b], best[b, a]
+    extra = coo_matrix((np.ones(2 * len(i)), (np.r_[i, j], np.r_[j, i])), shape=conn.shape)
+    return (conn + extra).tocsr()
+
+
 def _agglomerative_grid(X: np.ndarray, points: list[Params], seed: int) -> list[GridFit]:
     n = len(X)
     fits: list[GridFit | None] = [None] * len(points)
@@ -212,7 +249,7 @@ def _agglomerative_grid(X: np.ndarray, points: list[Params], seed: int) -> list[
             Xf = X if idx is None else X[idx]
             nearest = None if idx is None else _nearest_fitted(X, idx)
             k = int(min(n_neighbors or 10, len(Xf) - 1))
-            conn = kneighbors_graph(Xf, n_neighbors=k, include_self=False)
+            conn = connect_components(kneighbors_graph(Xf, n_neighbors=k, include_self=False), Xf)
             for i in members:
                 p = points[i]
                 if p.get("n_clusters") is not None:
@@ -274,10 +311,14 @@ def _kmeans_grid(X: np.ndarray, points: list[Params], seed: int) -> list[GridFit
 
 
 CLUSTERERS: dict[str, ClustererSpec] = {
-    "dbscan": ClustererSpec("dbscan", _dbscan_grid, needs_low_dim=True),
-    "hdbscan": ClustererSpec("hdbscan", _hdbscan_grid, needs_low_dim=True),
-    "agglomerative": ClustererSpec("agglomerative", _agglomerative_grid, needs_low_dim=True),
-    "optics": ClustererSpec("optics", _optics_grid, needs_low_dim=True),
+    "dbscan": ClustererSpec("dbscan", _dbscan_grid, needs_low_dim=True,
+                            size_params=("min_samples",)),
+    "hdbscan": ClustererSpec("hdbscan", _hdbscan_grid, needs_low_dim=True,
+                             size_params=("min_cluster_size", "min_samples")),
+    "agglomerative": ClustererSpec("agglomerative", _agglomerative_grid, needs_low_dim=True,
+                                   size_params=("mean_cluster_size",)),
+    "optics": ClustererSpec("optics", _optics_grid, needs_low_dim=True,
+                            size_params=("min_samples", "min_cluster_size")),
     "kmeans": ClustererSpec("kmeans", _kmeans_grid, needs_low_dim=False, uses_true_k=True),
 }
 

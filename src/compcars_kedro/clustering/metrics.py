@@ -10,8 +10,11 @@ Conventions
   together with ``noise_fraction``.
 * ``purity`` = sum over non-noise clusters of the majority-label count, divided by the total
   number of points N (noise included). Noise points therefore count as WRONG.
-* ``pct_pure_clusters`` / ``pct_dominant_clusters`` are percentages (0-100) of the non-noise
-  clusters whose majority label share is 1.0 / >= ``dominant_threshold`` (default 0.8).
+* ``pct_pure_clusters`` / ``pct_dominant_clusters`` are WEIGHTED BY CLUSTER SIZE: the
+  percentage (0-100) of ALL N points (noise included, like ``purity``) that lie in a cluster
+  of at least 2 points whose majority-label share is 1.0 / >= ``dominant_threshold``
+  (default 0.8). Singletons never count as pure (an all-singletons answer scores 0, not 100),
+  and noise points never count either.
 * ``silhouette`` is computed on the non-noise points of ``X`` (euclidean by default, on at most
   ``silhouette_sample_size`` points drawn with a fixed seed); NaN with fewer than 2 clusters.
 """
@@ -156,15 +159,18 @@ def cluster_metrics(
         col_max = np.asarray(cont.max(axis=0).todense()).ravel()
         col_sum = np.asarray(cont.sum(axis=0)).ravel()
         share = col_max / col_sum
+        big = col_sum >= 2  # singletons are trivially pure: never counted
         out["purity"] = float(col_max.sum() / n)
-        out["pct_pure_clusters"] = float(100.0 * np.mean(share >= 1.0))
-        out["pct_dominant_clusters"] = float(100.0 * np.mean(share >= dominant_threshold))
+        out["pct_pure_clusters"] = float(100.0 * col_sum[big & (share >= 1.0)].sum() / n)
+        out["pct_dominant_clusters"] = float(
+            100.0 * col_sum[big & (share >= dominant_threshold)].sum() / n
+        )
     else:
         for key in ("ari_nonnoise", "ami_nonnoise", "nmi_nonnoise"):
             out[key] = math.nan
         out["purity"] = 0.0
-        out["pct_pure_clusters"] = math.nan
-        out["pct_dominant_clusters"] = math.nan
+        out["pct_pure_clusters"] = 0.0
+        out["pct_dominant_clusters"] = 0.0
 
     out["silhouette"] = (
         silhouette_nonnoise(

@@ -22,6 +22,7 @@ Clustering-input rules
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -75,13 +76,71 @@ def _pca(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
     return _pca_raw(_prep(X, params), int(params["n_components"]), seed)
 
 
+NUMBA_CACHED_PACKAGES = ("umap", "pynndescent")
+
+
+def enable_numba_cache(packages: tuple[str, ...] = NUMBA_CACHED_PACKAGES) -> int:
+    """Turn on numba's on-disk cache for every jitted function of ``packages`` lacking it.
+
+    pynndescent declares ``cache=True`` on its kernels, but umap 0.5 does not on most of
+    its own (``smooth_knn_dist``, ``compute_membership_strengths``, the layout optimiser, its
+    distances...): each new process recompiled them, which costs far more than a 20k-point
+    fit (see docs/clustering.md). This calls numba's ``Dispatcher.enable_caching()`` on each
+    module-level dispatcher that has no cache yet, before its first compilation, so the
+    machine code lands in ``NUMBA_CACHE_DIR`` (``.cache/numba``, set by
+    :mod:`compcars_kedro._environment`) and later processes load it. Returns how many
+    dispatchers were switched on; idempotent.
+    """
+    import sys
+
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    switched = 0
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, Dispatcher) and isinstance(obj._cache, NullCache):
+                obj.enable_caching()
+                switched += 1
+    if switched:
+        logger.debug("numba on-disk cache enabled for %d functions of %s", switched, packages)
+    return switched
+
+
+#: at or above this many rows umap builds its kNN graph with pynndescent (below: exact)
+UMAP_APPROX_MIN_ROWS = 4096
+
+
+def _exact_knn(X: np.ndarray, n_neighbors: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact kNN graph in umap's layout (each point is its own first neighbour)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=n_neighbors, metric=metric).fit(X)
+    dists, idx = nn.kneighbors(X)
+    return idx.astype(np.int32), dists.astype(np.float32)
+
+
 def _umap(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
+    """PCA (``pca_components``) then UMAP with a fixed seed.
+
+    From :data:`UMAP_APPROX_MIN_ROWS` rows on, the kNN graph is computed exactly with
+    scikit-learn and handed to umap (``precomputed_knn``) instead of umap's pynndescent:
+    pynndescent's ``nn_descent`` cannot be cached by numba ("uses dynamic globals") and was
+    recompiled by every process (~1-2 min of CPU, more than the 20k-point fit itself); the
+    exact graph on the <= 50-d PCA input takes seconds and is deterministic.
+    """
     import umap  # lazy: importing umap triggers numba start-up
 
+    enable_numba_cache()
     Xp = _prep(X, params)
     if params.get("pca_components"):
         Xp = _pca_raw(Xp, int(params["pca_components"]), seed)
     n_neighbors = int(min(params["n_neighbors"], max(2, Xp.shape[0] - 1)))
+    knn: tuple[Any, Any, Any] = (None, None, None)
+    if Xp.shape[0] >= UMAP_APPROX_MIN_ROWS:
+        knn = (*_exact_knn(Xp, n_neighbors, str(params["metric"])), None)
     model = umap.UMAP(
         n_components=int(params["n_components"]),
         n_neighbors=n_neighbors,
@@ -89,8 +148,12 @@ def _umap(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
         metric=str(params["metric"]),
         random_state=seed,
         n_jobs=1,  # a fixed random_state forces single-threaded UMAP anyway
+        precomputed_knn=knn,
     )
-    return np.ascontiguousarray(model.fit_transform(Xp), dtype=np.float32)
+    with warnings.catch_warnings():
+        # no search index with a precomputed graph: only transform() would need one
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        return np.ascontiguousarray(model.fit_transform(Xp), dtype=np.float32)
 
 
 def _tsne(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:

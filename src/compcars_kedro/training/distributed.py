@@ -146,13 +146,9 @@ def fit_distributed(
     train: ViewData,
     val: ViewData | None,
     *,
-    num_classes: int,
     device: str | torch.device,
     work_dir: Path | str | None = None,
-    resume: bool = False,
-    stop_after_epoch: int | None = None,
-    label_names: list[str] | None = None,
-    progress: bool = True,
+    **kwargs: Any,
 ) -> Any:
     """:func:`~compcars_kedro.training.loop.fit` over ``training.ddp.world_size`` processes."""
     from .loop import fit_result, model_from_checkpoint
@@ -176,9 +172,7 @@ def fit_distributed(
     )
     with tempfile.TemporaryDirectory(prefix="compcars-ddp-") as tmp:
         work = Path(work_dir) if work_dir is not None else Path(tmp)
-        kwargs = dict(num_classes=num_classes, work_dir=str(work), resume=resume,
-                      stop_after_epoch=stop_after_epoch, label_names=label_names,
-                      progress=progress)
+        kwargs = {**kwargs, "work_dir": str(work)}  # fit's other keyword arguments
         payload = (model_cfg, loss_cfg, train_cfg, train, val, kwargs)
         timeout = datetime.timedelta(seconds=ddp.timeout_s)
         with loopback_store(timeout) as port:

@@ -6,11 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from compcars_kedro.clustering.matched import summarize_matched
 from compcars_kedro.datasets.embeddings import EmbeddingSet
-from compcars_kedro.pipelines.clustering.nodes import cluster_embeddings
+from compcars_kedro.pipelines.clustering.nodes import (
+    MATCHED_FRONT,
+    cluster_embeddings,
+    matched_metrics,
+)
 
 KEYS = {"variant": "v", "keys": {"variant": "v", "model": "m", "loss": "l", "views": "front", "seed": 0}}
-PARAMS = {"reducers": ["pca"], "clusterers": ["hdbscan", "agglomerative", "kmeans"],
+PARAMS = {"n_jobs": 1,  # n_jobs=2 vs 1: tests/clustering/test_selection.py
+          "reducers": ["pca"], "clusterers": ["hdbscan", "agglomerative", "kmeans"],
           "selection_modes": ["internal", "transfer"],
           "reducer_params": {"pca": {"n_components": 8}},
           "grids": {"hdbscan": {"min_cluster_size": [3, 5], "min_samples": [2]},
@@ -38,11 +44,18 @@ def sets():
 
 def test_rows_for_every_source_split_mode_and_method(sets) -> None:
     table, assign = cluster_embeddings(*sets, PARAMS, KEYS)
-    assert len(table) == 2 * 2 * 2 * 3  # sources x splits x modes x clusterers
+    # sources x splits x (modes x chosen clusterers + one true-k reference)
+    assert len(table) == 2 * 2 * (2 * 2 + 1)
     assert set(table["models"]) == {"seen", "unseen"}
     transfer = table.loc[table["selection_mode"] == "transfer"]
     assert (transfer["selection_split"] == "val").all()
-    assert (table.loc[table["clusterer"] == "kmeans", "uses_true_k"]).all()
+    kmeans = table.loc[table["clusterer"] == "kmeans"]
+    assert kmeans["uses_true_k"].all() and len(kmeans) == 4
+    assert (kmeans["selection_mode"] == "reference").all()
+    assert (kmeans["selection_split"] == "none").all()
+    assert set(table.loc[~table["uses_true_k"], "selection_mode"]) == {"internal", "transfer"}
+    km_assign = assign.loc[assign["clusterer"] == "kmeans", "selection_mode"]
+    assert set(km_assign) == {"reference"}
     # noise-aware metrics are present and bounded
     for col in ("ari", "ami", "nmi", "ari_nonnoise", "purity", "pct_pure_clusters",
                 "pct_dominant_clusters", "noise_fraction", "n_clusters", "runtime_s"):
@@ -83,3 +96,33 @@ def test_method_that_cannot_run_becomes_an_error_row(sets) -> None:
     assert hdb["error"].notna().all() and hdb["error"].str.contains("min_samples").all()
     km = table.loc[table["clusterer"] == "kmeans"]
     assert km["error"].isna().all() and km["ari"].notna().all()
+
+
+def test_matched_metrics_rows_and_sizes(sets) -> None:
+    params = {**PARAMS, "matched": {"draws": 3, "seed": 1, "clusterers": ["hdbscan", "kmeans"]}}
+    table = matched_metrics(*sets, params, KEYS)
+    assert list(table.columns[:len(KEYS["keys"])]) == list(KEYS["keys"])
+    for col in MATCHED_FRONT:
+        assert col in table.columns
+    assert set(table["draw"]) == {0, 1, 2}
+    retrieval = table.loc[table["kind"] == "retrieval"]
+    assert len(retrieval) == 2 * 3 * 2  # sources x draws x splits
+    assert retrieval[["mean_average_precision_at_r", "precision_at_1"]].notna().all().all()
+    # seen and unseen subsamples of a draw: same classes count and sample count
+    sizes = retrieval.pivot_table(index=["source", "draw"], columns="split",
+                                  values=["n_classes", "n_samples"])
+    assert (sizes[("n_classes", "test")] == sizes[("n_classes", "unseen")]).all()
+    assert (sizes[("n_samples", "test")] == sizes[("n_samples", "unseen")]).all()
+    assert (sizes[("n_classes", "test")] == 5).all()  # min(6 seen, 5 unseen) classes
+    clustering = table.loc[table["kind"] == "clustering"]
+    # per source x draw x split: hdbscan x 2 modes + kmeans reference
+    assert len(clustering) == 2 * 3 * 2 * 3
+    assert set(clustering["selection_mode"]) == {"internal", "transfer", "reference"}
+    assert clustering["ari"].notna().all() and clustering["ami"].notna().all()
+    summary = summarize_matched(table)
+    assert (summary["n_draws"] == 3).all() and "mean_average_precision_at_r_mean" in summary
+
+
+def test_n_jobs_is_validated_and_named(sets) -> None:
+    with pytest.raises(ValueError, match="n_jobs"):
+        cluster_embeddings(*sets, {**PARAMS, "n_jobs": 0}, KEYS)

@@ -1,15 +1,20 @@
-"""clustering nodes: reducer x clusterer grid per (source, reported split, selection mode)."""
+"""clustering nodes: reducer x clusterer grid per (source, reported split, selection mode),
+and seen vs unseen on matched subsamples."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from compcars_kedro.clustering.selection import run_grid
+from compcars_kedro.clustering.clusterers import CLUSTERERS
+from compcars_kedro.clustering.matched import matched_draws
+from compcars_kedro.clustering.selection import REFERENCE_MODE, run_grid
 from compcars_kedro.datasets.embeddings import EmbeddingSet
 from compcars_kedro.params import ClusteringParams, validate
+from compcars_kedro.training.loop import retrieval_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -27,62 +32,119 @@ def cluster_embeddings(
 
     The labels of the reported split are passed to ``run_grid`` only to *score* the chosen
     clustering (and to give KMeans its labelled-reference k); selection never sees them.
+    KMeans with the true k appears once per (source, split), as selection ``reference``.
     """
     p = validate(ClusteringParams, parameters, "clustering")
     sets = {"baseline": (baseline_val, baseline_test, baseline_unseen),
             "finetuned": (finetuned_val, finetuned_test, finetuned_unseen)}
     metrics, assignments = [], []
     for source, (val, test, unseen) in sets.items():
+        cache: dict[tuple, Any] = {}  # reductions shared by the modes and splits of a source
         for split, emb in (("test", test), ("unseen", unseen)):
-            for mode in p.selection_modes:
-                kwargs: dict[str, Any] = {}
-                if mode == "transfer":
-                    kwargs = {"X_select": val.vectors, "y_select": val.index["label"].to_numpy()}
-                table, assign = _run_each(emb, p, mode, kwargs)
-                keys = {**finetuning_config["keys"], "source": source,
-                        "split": split, "models": REPORTED[split], "selection_split":
-                        "val" if mode == "transfer" else (split if mode == "oracle" else "none")}
-                metrics.append(table.assign(**keys))
-                sample_ids = emb.index["sample_id"].to_numpy()
-                assignments.append(assign.assign(sample_id=sample_ids[assign["row"].to_numpy()],
-                                                 selection_mode=mode, **keys))
-                logger.info("%s/%s/%s: best ARI %.3f", source, split, mode,
-                            table["ari"].max() if "ari" in table else float("nan"))
+            table, assign = cluster_split(emb, val, p, p.reducers, p.clusterers, cache, split)
+            keys = {**finetuning_config["keys"], "source": source, "split": split,
+                    "models": REPORTED[split]}
+            metrics.append(table.assign(**keys))
+            sample_ids = emb.index["sample_id"].to_numpy()
+            assignments.append(assign.assign(sample_id=sample_ids[assign["row"].to_numpy()],
+                                             **keys))
+            logger.info("%s/%s: best ARI %.3f", source, split,
+                        table["ari"].max() if "ari" in table else float("nan"))
     table = pd.concat(metrics, ignore_index=True)
-    front = [*finetuning_config["keys"], "source", "split", "models", "selection_mode", "selection_split",
-             "reducer", "clusterer"]
+    front = [*finetuning_config["keys"], "source", "split", "models", "selection_mode",
+             "selection_split", "reducer", "clusterer"]
     table = table[front + [c for c in table.columns if c not in front]]
     return table, pd.concat(assignments, ignore_index=True)
 
 
-def _run_each(emb: EmbeddingSet, p: ClusteringParams, mode: str, kwargs: dict[str, Any]
-              ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The whole grid in one ``run_grid`` call (each reduction computed once); if a method
-    cannot run on this split (e.g. fewer points than ``min_samples``), retry method by method
-    so that method becomes a row with its ``error`` instead of failing the node."""
+def cluster_split(emb: EmbeddingSet, val: EmbeddingSet, p: ClusteringParams,
+                  reducers: list[str], clusterers: list[str],
+                  cache: dict[tuple, Any] | None = None, split: str = "evaluated"
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every selection mode on one evaluated set; true-k clusterers once, as ``reference``.
+
+    Each method runs exactly once: one that fails becomes a row with its ``error`` while the
+    others are unaffected (``run_grid(errors="record")``).
+    """
+    true_k = [c for c in clusterers if CLUSTERERS[c].uses_true_k]
+    chosen = [c for c in clusterers if c not in true_k]
+    y = emb.index["label"].to_numpy()
     common = {"seed": p.seed, "reducer_params": p.reducer_params or None,
               "grids": p.grids or None, "max_density_dims": p.max_density_dims,
-              "sample_size": p.sample_size, **kwargs}
-    y = emb.index["label"].to_numpy()
-    try:
-        table, assign = run_grid(emb.vectors, y, p.reducers, p.clusterers, mode, progress=True,
-                                 **common)
-        return table.assign(error=None), assign
-    except Exception as exc:  # noqa: BLE001 - narrowed down below
-        logger.warning("clustering grid failed (%s); retrying method by method", exc)
+              "sample_size": p.sample_size, "transfer_sizes": p.transfer_sizes,
+              "n_jobs": p.n_jobs, "errors": "record", "reduction_cache": cache,
+              "progress": True}
     tables, assigns = [], []
-    for reducer in p.reducers:
-        for clusterer in p.clusterers:
-            try:
-                table, assign = run_grid(emb.vectors, y, [reducer], [clusterer], mode,
-                                         progress=False, **common)
-                tables.append(table.assign(error=None))
-                assigns.append(assign)
-            except Exception as exc:  # noqa: BLE001 - recorded in the metrics table
-                logger.warning("%s/%s (%s) skipped: %s", reducer, clusterer, mode, exc)
-                tables.append(pd.DataFrame([{"reducer": reducer, "clusterer": clusterer,
-                                             "selection_mode": mode,
-                                             "error": f"{type(exc).__name__}: {exc}"}]))
+    for i, mode in enumerate(p.selection_modes):
+        methods = chosen + (true_k if i == 0 else [])
+        if not methods:
+            continue
+        kwargs: dict[str, Any] = {}
+        if mode == "transfer":
+            kwargs = {"X_select": val.vectors, "y_select": val.index["label"].to_numpy()}
+        table, assign = run_grid(emb.vectors, y, reducers, methods, mode, **common, **kwargs)
+        split_of = {"transfer": "val", "oracle": split, "internal": "none"}
+        tables.append(table.assign(selection_split=np.where(
+            table["selection_mode"] == REFERENCE_MODE, "none", split_of[mode])))
+        is_ref = assign["clusterer"].isin(true_k).to_numpy()
+        assigns.append(assign.assign(selection_mode=np.where(is_ref, REFERENCE_MODE, mode)))
     assign = pd.concat(assigns, ignore_index=True) if assigns else pd.DataFrame(
-        columns=["row", "reducer", "clusterer", "cluster"])
+        columns=["row", "reducer", "clusterer", "cluster", "selection_mode"])
     return pd.concat(tables, ignore_index=True), assign
+
+
+#: columns of the ``matched_metrics`` table, before the metric columns
+MATCHED_FRONT = ("source", "split", "models", "draw", "n_classes", "n_samples", "kind",
+                 "selection_mode", "selection_split", "reducer", "clusterer")
+
+
+def matched_metrics(
+    baseline_val: EmbeddingSet, baseline_test: EmbeddingSet, baseline_unseen: EmbeddingSet,
+    finetuned_val: EmbeddingSet, finetuned_test: EmbeddingSet, finetuned_unseen: EmbeddingSet,
+    parameters: dict[str, Any], finetuning_config: dict[str, Any],
+) -> pd.DataFrame:
+    """Seen (test) vs unseen metrics on matched subsamples, one row per draw and method.
+
+    Each draw (``clustering.matched.draws``, seeded) takes the same number of classes from
+    test and unseen, with the same per-class sample counts (:func:`matched_draws`); both
+    sources use the same draws (paired). Rows of ``kind="retrieval"`` hold the retrieval
+    metrics (``retrieval_metrics`` of the training loop); rows of ``kind="clustering"`` one
+    clustering method (same selection rules as the full table; transfer still selects on
+    the full val split). Mean and spread over draws: :func:`summarize_matched`.
+    """
+    p = validate(ClusteringParams, parameters, "clustering")
+    m = p.matched
+    clusterers = m.clusterers if m.clusterers is not None else p.clusterers
+    sets = {"baseline": (baseline_val, baseline_test, baseline_unseen),
+            "finetuned": (finetuned_val, finetuned_test, finetuned_unseen)}
+    rows: list[pd.DataFrame] = []
+    for source, (val, test, unseen) in sets.items():
+        try:
+            draws = matched_draws(test.index["label"].to_numpy(),
+                                  unseen.index["label"].to_numpy(), n_draws=m.draws,
+                                  seed=m.seed, min_class_size=m.min_class_size)
+        except ValueError as exc:  # too few classes to match: say so, no rows
+            logger.warning("%s: no matched subsample (test vs unseen): %s", source, exc)
+            continue
+        cache: dict[tuple, Any] = {}
+        for d, (idx_test, idx_unseen) in enumerate(draws):
+            for split, emb, idx in (("test", test, idx_test), ("unseen", unseen, idx_unseen)):
+                sub = EmbeddingSet(emb.vectors[idx], emb.index.iloc[idx].reset_index(drop=True))
+                y = np.array(sub.index["label"].to_numpy())
+                front = {"source": source, "split": split, "models": REPORTED[split],
+                         "draw": d, "n_classes": int(len(np.unique(y))), "n_samples": len(y)}
+                rows.append(pd.DataFrame([{**front, "kind": "retrieval",
+                                           **retrieval_metrics(np.array(sub.vectors), y)}]))
+                if clusterers and m.reducers:
+                    table, _ = cluster_split(sub, val, p, m.reducers, clusterers, cache, split)
+                    rows.append(table.assign(**front, kind="clustering"))
+            logger.info("%s: matched draw %d/%d (%d classes, %d samples per split)", source,
+                        d + 1, m.draws, len(np.unique(test.index["label"].to_numpy()[idx_test])),
+                        len(idx_test))
+    table = (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=list(MATCHED_FRONT))).assign(**finetuning_config["keys"])
+    front_cols = [*finetuning_config["keys"], *MATCHED_FRONT]
+    for col in front_cols:
+        if col not in table:
+            table[col] = None
+    return table[front_cols + [c for c in table.columns if c not in front_cols]]
