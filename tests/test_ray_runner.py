@@ -6,15 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node, pipeline
 from kedro.runner import SequentialRunner
 
 from compcars_kedro.grid import Variant
 from compcars_kedro.pipelines.grid.pipeline import study_pipeline
 from compcars_kedro.ray_runner import RayRunner, split_pipeline
-from tests.conftest import ROOT, kedro_cli, make_project_copy, tiny_finetuning_params
+from tests.conftest import ROOT, kedro_cli, make_project_copy
+from tests.pipelines.grid.test_grid import make_grid_catalog
 
 
 def _add(x: int) -> int:
@@ -59,24 +58,6 @@ def test_runner_params_are_checked() -> None:
         RayRunner(num_cpus="many")
 
 
-def _grid_catalog(root: Path, crops, pairs) -> DataCatalog:
-    config = yaml.safe_load((ROOT / "conf/base/catalog_grid.yml").read_text())
-    catalog = DataCatalog.from_config(config)
-    p = tiny_finetuning_params()
-    p["training"]["epochs"] = 1
-    shared = {"embedding_dim": p["embedding_dim"], "models": p["models"], "losses": {},
-              "training": p["training"], "finetuning": p["finetuning"],
-              "embeddings": {"batch_size": 16},
-              "clustering": {"reducers": ["pca"], "clusterers": ["kmeans", "hdbscan"],
-                             "reducer_params": {"pca": {"n_components": 4}}}}
-    for key, value in shared.items():
-        catalog[f"params:{key}"] = MemoryDataset(value)
-    catalog["crops"] = MemoryDataset(crops, copy_mode="assign")
-    catalog["multiview_samples"] = MemoryDataset(pairs)
-    catalog["image_splits"] = MemoryDataset(crops.index[["image_id", "split"]])
-    return catalog
-
-
 def _newest(root: Path, pattern: str) -> pd.DataFrame:
     return pd.read_csv(sorted(root.glob(pattern))[-1])
 
@@ -98,7 +79,7 @@ def test_ray_grid_matches_sequential_and_isolates_failures(tmp_path: Path, tiny_
     torch.set_num_threads(1)  # each Ray task gets OMP_NUM_THREADS=num_cpus=1: same arithmetic
     try:
         monkeypatch.chdir(seq_root)
-        SequentialRunner().run(study_pipeline(ok, "grid"), _grid_catalog(seq_root, *tiny_crops))
+        SequentialRunner().run(study_pipeline(ok, "grid"), make_grid_catalog(tiny_crops))
     finally:
         torch.set_num_threads(threads)
 
@@ -111,7 +92,7 @@ def test_ray_grid_matches_sequential_and_isolates_failures(tmp_path: Path, tiny_
                      namespace="zz_dies", inputs={"crops"})
     monkeypatch.chdir(ray_root)
     runner = RayRunner(cluster_cpus=2, num_cpus=1)
-    runner.run(study_pipeline([*ok, bad], "grid") + dying, _grid_catalog(ray_root, *tiny_crops))
+    runner.run(study_pipeline([*ok, bad], "grid") + dying, make_grid_catalog(tiny_crops))
 
     # every variant ran as its own task; the broken ones did not stop the others
     assert {k: v["status"] for k, v in runner.results.items()} == {

@@ -4,7 +4,7 @@ Logged by :class:`compcars_kedro.datasets.MlflowEmbeddingModelDataset` with the 
 checkpoint as the ``checkpoint`` artifact. Load it back with::
 
     model = mlflow.pyfunc.load_model("runs:/<run_id>/model")
-    embeddings = model.predict(images)   # uint8 (N, V, S, S, 3) or (N, S, S, 3) -> (N, D)
+    embeddings = model.predict(images)   # uint8 (N, V, S, S, 3) -> (N, D) (the logged signature)
 
 The returned embeddings are L2-normalised, computed with the same per-view fusion
 (concatenation) as training and the embeddings pipeline.

@@ -371,7 +371,7 @@ class RayRunner(AbstractRunner):
             return ray
         if not local:
             logger.info("RayRunner: joining the Ray cluster at %s", self.address)
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
+            ray.init(address=self.address, log_to_driver=True)
             return ray
         temp_dir = ray_temp_dir()
         kwargs: dict[str, Any] = {}

@@ -211,10 +211,27 @@ def pipeline_inputs(config: dict[str, Any] | None = None, configs=CONFIGS, seeds
         "finetuning_config": config,
         "split_summary": SPLIT_SUMMARY,
         "clip_layers_table": clip_layers,
+        "matched_metrics": matched_metrics(),
         "params:reporting": reporting,
         "parameters": {"reporting": reporting, "clustering": {"seed": 42},
                        "model": config["keys"]["model"], "loss": config["keys"]["loss"]},
     }
+
+
+def matched_metrics() -> pd.DataFrame:
+    """Per-draw matched-subsample rows (clustering pipeline layout): 3 draws, 3 classes x 4."""
+    rows = []
+    for source in ("baseline", "finetuned"):
+        for split, models, ari in (("test", "seen", 0.5), ("unseen", "unseen", 0.3)):
+            for draw in range(3):
+                front = {"source": source, "split": split, "models": models, "draw": draw,
+                         "n_classes": 3, "n_samples": 12}
+                rows.append({**front, "kind": "retrieval",
+                             "mean_average_precision_at_r": ari + 0.1})
+                rows.append({**front, "kind": "clustering", "selection_mode": "transfer",
+                             "reducer": "pca", "clusterer": "hdbscan",
+                             "ari": ari + 0.01 * draw, "ami": ari, "noise_fraction": 0.1})
+    return pd.DataFrame(rows)
 
 
 def clip_layers_table() -> pd.DataFrame:

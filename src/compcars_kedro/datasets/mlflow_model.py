@@ -16,6 +16,17 @@ logger = logging.getLogger(__name__)
 MODEL_CODE = Path(__file__).resolve().parents[1] / "mlflow_model.py"
 
 
+def embedding_signature() -> Any:
+    """uint8 images ``(N, V, S, S, 3)`` -> float32 embeddings ``(N, D)``, stated explicitly: an
+    ``np.ndarray`` type hint says nothing about shape, so MLflow would warn it cannot infer one."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, -1, 3))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]))
+
+
 class MlflowEmbeddingModelDataset(AbstractDataset[Checkpoint, Any]):
     """Save: ``mlflow.pyfunc.log_model`` of a checkpoint into the active run (skipped, with a
     log line, when no run is active). Load: the pyfunc model of ``run_id`` (default: active run).
@@ -43,6 +54,7 @@ class MlflowEmbeddingModelDataset(AbstractDataset[Checkpoint, Any]):
             info = mlflow.pyfunc.log_model(
                 name=self._name, python_model=str(MODEL_CODE),
                 artifacts={"checkpoint": str(folder)}, pip_requirements=[],
+                signature=embedding_signature(),
             )
         self.model_uri = info.model_uri
         logger.info("logged embedding model to MLflow: %s", self.model_uri)

@@ -345,7 +345,9 @@ class Trainer:
                 pin_memory=pin,
             )
         self.last_lrs: dict[str, float] = {}
-        logger.info(
+        # the baseline checkpoint's trainer (no validation) would repeat the training's line
+        logger.log(
+            logging.INFO if val is not None else logging.DEBUG,
             "Trainer: model=%s head=%s loss=%s views=%s | %d steps/epoch x %d epochs, warmup %d | "
             "device=%s amp=%s compile=%s | %d trainable params | early stopping on %s%s",
             model_cfg.name,

@@ -65,6 +65,11 @@ def test_guard_turns_errors_into_markers_and_passes_them_on() -> None:
 @pytest.fixture
 def grid_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_crops) -> DataCatalog:
     monkeypatch.chdir(tmp_path)
+    return make_grid_catalog(tiny_crops)
+
+
+def make_grid_catalog(tiny_crops) -> DataCatalog:
+    """The grid's catalog (conf/base/catalog_grid.yml) with tiny shared inputs in memory."""
     config = yaml.safe_load((ROOT / "conf/base/catalog_grid.yml").read_text())
     catalog = DataCatalog.from_config(config)
     p = tiny_finetuning_params()

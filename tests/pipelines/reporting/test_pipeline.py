@@ -146,6 +146,8 @@ def test_report_html_has_every_section_and_embedded_figures(many_runs) -> None:
     assert "vitb32-ce-front+rear (seed 0)" in page  # the run of the embedding figures
     data = re.search(r'<section id="data">(.*?)</section>', page, re.S).group(1)
     assert "generated synthetic sample" in data
+    matched = re.search(r'<section id="matched">(.*?)</section>', page, re.S).group(1)
+    assert 'id="matched-table"' in matched and "0.51 ± 0.01" in matched  # seen ARI over draws
     assert not re.search(r'(src|href)="(https?:)?//', page)
 
 
@@ -180,7 +182,8 @@ def test_grid_report_reads_the_grid_tables_and_the_raw_source() -> None:
     pipe = grid_report()
     inputs = pipe.inputs() - {"parameters", "params:reporting"}
     assert {"grid_retrieval_metrics", "grid_clustering_metrics", "grid_training_history",
-            "compcars_raw", "split_summary"} <= inputs
+            "compcars_raw", "split_summary", "grid_matched_metrics"} <= inputs
+    assert "matched_metrics" not in inputs  # never the default run's table
     for name in inputs:
         assert catalog.get(name) is not None, f"grid_report input {name} is in no catalog"
     assert str(catalog.get("grid.report_html")._filepath) == \

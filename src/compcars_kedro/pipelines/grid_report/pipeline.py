@@ -27,6 +27,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         "clustering_metrics": "grid_clustering_metrics",
         "finetuning_config": f"{v}.config",
         "cluster_assignments": f"{v}.cluster_assignments",
+        "matched_metrics": "grid_matched_metrics",  # none per variant yet: loads None
         **{f"embeddings_{s}_{p}": f"{v}.embeddings_{s}_{p}"
            for p, sources in used.items() for s in sources},
     })

@@ -114,8 +114,10 @@ def build_html_report(run_summary: pd.DataFrame, comparison: pd.DataFrame,
                       confusion_images: dict[str, Any], clip_layers_images: dict[str, Any],
                       split_summary: dict[str, Any], finetuning_config: dict[str, Any],
                       data_info: dict[str, Any], all_parameters: dict[str, Any],
-                      parameters: dict[str, Any]) -> str:
-    """The self-contained HTML page (images embedded as base64 PNG)."""
+                      parameters: dict[str, Any],
+                      matched_metrics: pd.DataFrame | None = None) -> str:
+    """The self-contained HTML page (images embedded as base64 PNG); ``matched_metrics``: the
+    clustering pipeline's seen-vs-unseen matched-subsample table (None: one line instead)."""
     tables = {"run_summary": run_summary, "comparison": comparison,
               "factor_comparison": factor_comparison, "improvement": improvement,
               "best_configuration": best_configuration, "claims": claims,
@@ -124,6 +126,6 @@ def build_html_report(run_summary: pd.DataFrame, comparison: pd.DataFrame,
                 "scatter": scatter_images, "galleries": gallery_images,
                 "confusion": confusion_images, "clip_layers": clip_layers_images}
     page = render_report(tables, payloads, split_summary, finetuning_config, all_parameters,
-                         parameters, data_info=data_info)
+                         parameters, data_info=data_info, matched=matched_metrics)
     logger.info("HTML report: %.1f kB", len(page) / 1024)
     return page

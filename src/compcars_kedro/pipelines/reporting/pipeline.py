@@ -78,7 +78,7 @@ def create_pipeline(**kwargs) -> Pipeline:
               "claims": TABLE["claims"],
               "clustering_methods": TABLE["clustering_methods"],
               "metrics_long": TABLE["metrics_long"],
-              "data_info": "report_data_info",
+              "data_info": "report_data_info", "matched_metrics": "matched_metrics",
               "training_images": "report_images_training",
               "comparison_images": "report_images_comparison",
               "scatter_images": "report_images_scatter",
