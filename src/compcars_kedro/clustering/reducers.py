@@ -155,7 +155,10 @@ def _umap(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
     threads = numba.get_num_threads()
     numba.set_num_threads(1)  # umap's parallel kernels: same output for any thread count
     try:
-        with warnings.catch_warnings():
+        from threadpoolctl import threadpool_limits
+
+        # BLAS threads too (spectral init): the same embedding in-process and in any worker
+        with threadpool_limits(limits=1), warnings.catch_warnings():
             # no search index with a precomputed graph: only transform() would need one
             warnings.filterwarnings("ignore", message=".*knn_search_index.*")
             return np.ascontiguousarray(model.fit_transform(Xp), dtype=np.float32)
