@@ -51,3 +51,18 @@ def test_raw_path_precedence_is_the_same_in_every_env(tmp_path: Path, env: str,
 
 def test_project_settings_use_the_project_loader() -> None:
     assert settings.CONFIG_LOADER_CLASS is ProjectConfigLoader
+
+
+def test_a_later_loader_does_not_hijack_the_globals(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """OmegaConf resolvers are global: building another loader (as pipeline registration does)
+    must not change what this loader's `${globals:raw_path}` resolves to."""
+    from kedro.config import OmegaConfigLoader
+
+    monkeypatch.setenv("COMPCARS_ROOT", "/mnt/compcars")
+    conf = _conf(tmp_path, None)
+    args = dict(settings.CONFIG_LOADER_ARGS)
+    args.pop("default_run_env")
+    loader = ProjectConfigLoader(str(conf), env="compcars", **args)
+    OmegaConfigLoader(str(conf), env="compcars", **args)  # registers its own `globals`
+    assert loader["catalog"]["compcars_raw"]["path"] == "/mnt/compcars"

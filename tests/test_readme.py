@@ -1,6 +1,7 @@
 """Every ``kedro run`` command of README.md runs as written, on the tiny sample.
 
-The commands are read from README.md's ```bash blocks (new ones are picked up automatically)
+The commands are read from README.md's ```bash blocks and whole-command inline code spans (new
+ones are picked up automatically)
 and run in README order with the real ``kedro`` CLI in one project copy, so a command may rely on
 what an earlier one produced (e.g. ``--pipelines finetuning`` after the whole study):
 
@@ -32,8 +33,11 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
 
-#: Appended to `--params` of `--env compcars` commands: run length only (1 epoch of batch 4).
+#: Appended to `--params` of `--env compcars` commands: the run length (1 epoch of batch 4)
+#: and the class filter sized for the tiny sample (compcars keeps classes with 5+ per view).
 COMPCARS_RUN_LENGTH = ("training.epochs=1,training.batch_size=4,training.num_workers=0,"
+                       "data_engineering.min_images_per_class_per_view=3,"
+                       "data_engineering.unseen_fraction=0.34,"
                        "training.sampler.m_per_class=2,embeddings.batch_size=32,"
                        "data_engineering.num_workers=1,data_engineering.crop.num_workers=1,"
                        "clustering.reducers=[pca],reporting.scatter.reducer=pca")
@@ -48,17 +52,32 @@ clip_layers: {layers: [1, 12]}
 
 
 def readme_kedro_run_commands(readme: Path = ROOT / "README.md") -> list[list[str]]:
-    """``kedro run`` argument lists of every command line in README's bash blocks."""
-    commands, in_bash = [], False
-    for line in readme.read_text().splitlines():
-        if line.strip().startswith("```"):
-            in_bash = line.strip() in ("```bash", "```sh", "```shell") and not in_bash
-            continue
-        if not in_bash:
-            continue
-        words = shlex.split(line, comments=True)
-        if len(words) >= 2 and Path(words[0]).name == "kedro" and words[1] == "run":
+    """``kedro run`` argument lists of README's commands, in README order, without repeats:
+    every line of its bash blocks, and inline code spans that are a whole command (no ``...`` /
+    ``<placeholder>``; a span may wrap across lines of its paragraph)."""
+    commands: list[list[str]] = []
+
+    def add(words: list[str]) -> None:
+        if len(words) >= 2 and Path(words[0]).name == "kedro" and words[1] == "run" \
+                and words[1:] not in commands:
             commands.append(words[1:])
+
+    in_bash, paragraph = False, []
+    for line in [*readme.read_text().splitlines(), ""]:
+        fence = line.strip().startswith("```")
+        if in_bash and not fence:
+            add(shlex.split(line, comments=True))
+            continue
+        if fence or not line.strip():
+            text = " ".join(paragraph)
+            for span in re.findall(r"`((?:\.venv/bin/)?kedro run[^`]*)`", text):
+                if "..." not in span and "…" not in span and "<" not in span:
+                    add(shlex.split(span))
+            paragraph = []
+            if fence:
+                in_bash = line.strip() in ("```bash", "```sh", "```shell") and not in_bash
+            continue
+        paragraph.append(line.strip())
     return commands
 
 

@@ -54,6 +54,9 @@ class ProjectConfigLoader(OmegaConfigLoader):
     """``OmegaConfigLoader`` whose ``globals`` carry the resolved ``raw_path``."""
 
     def __getitem__(self, key: str) -> dict[str, Any]:
+        # OmegaConf resolvers are process-global: another loader built later (e.g. while the
+        # pipelines are registered) would otherwise answer `${globals:...}` with ITS globals.
+        self._register_globals_resolver()
         config = super().__getitem__(key)
         if key != "globals":
             return config

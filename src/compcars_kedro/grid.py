@@ -186,7 +186,6 @@ def load_study_parameters() -> dict[str, Any]:
     The grid shape must be known when pipelines are built, before ``--params`` are applied, so
     edit ``grid`` / ``clip_layers`` in ``conf/<env>/parameters_grid.yml`` (or use ``--env``).
     """
-    from kedro.config import OmegaConfigLoader
     from kedro.framework.project import settings
 
     env = _env_from_argv(sys.argv) or os.environ.get("KEDRO_ENV") or "local"
@@ -195,7 +194,7 @@ def load_study_parameters() -> dict[str, Any]:
         return {}
     args = dict(settings.CONFIG_LOADER_ARGS)
     args.pop("default_run_env", None)
-    loader = OmegaConfigLoader(str(conf_source), env=env, **args)
+    loader = settings.CONFIG_LOADER_CLASS(str(conf_source), env=env, **args)
     try:
         return dict(loader["parameters"])
     except Exception as exc:  # noqa: BLE001 - registration must not crash other pipelines

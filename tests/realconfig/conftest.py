@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_DE_PARAMS
 
 DEVICE = os.environ.get("COMPCARS_REALCONFIG_DEVICE", "cpu")
 NUM_WORKERS = int(os.environ.get("COMPCARS_REALCONFIG_WORKERS", "2" if DEVICE != "cpu" else "0"))
@@ -117,7 +117,9 @@ def standin_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def crops_224(tiny_sample: Path):
     """The tiny sample through the real data_engineering nodes with the compcars env's
-    data_engineering parameters (224 px crops, min 5 images per class and view)."""
+    data_engineering parameters (224 px crops, its margin, resize mode, dedup), except the class
+    filter and split fractions, which are sized for the tiny sample (TINY_DE_PARAMS: the
+    compcars minimum of 5 images per class and view keeps too few classes of it)."""
     from compcars_kedro.data.raw import detect_source
     from compcars_kedro.pipelines.data_engineering.nodes import (
         crop_images,
@@ -127,7 +129,8 @@ def crops_224(tiny_sample: Path):
     )
 
     de = compcars_parameters()["data_engineering"]
-    de = {**de, "num_workers": 1, "crop": {**de["crop"], "num_workers": 1}}
+    de = {**de, **{k: v for k, v in TINY_DE_PARAMS.items() if k != "crop"},
+          "crop": {**de["crop"], "num_workers": 1}}
     raw = detect_source(tiny_sample)
     valid, _ = validate_images(parse_raw(raw), raw, de)
     images, pairs, _, _ = split_dataset(valid, de)

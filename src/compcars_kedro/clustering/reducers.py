@@ -150,10 +150,17 @@ def _umap(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
         n_jobs=1,  # a fixed random_state forces single-threaded UMAP anyway
         precomputed_knn=knn,
     )
-    with warnings.catch_warnings():
-        # no search index with a precomputed graph: only transform() would need one
-        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
-        return np.ascontiguousarray(model.fit_transform(Xp), dtype=np.float32)
+    import numba
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)  # umap's parallel kernels: same output for any thread count
+    try:
+        with warnings.catch_warnings():
+            # no search index with a precomputed graph: only transform() would need one
+            warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+            return np.ascontiguousarray(model.fit_transform(Xp), dtype=np.float32)
+    finally:
+        numba.set_num_threads(threads)
 
 
 def _tsne(X: np.ndarray, params: dict[str, Any], seed: int) -> np.ndarray:
