@@ -106,3 +106,20 @@ def test_clip_claims_pair_by_seed_and_choose_layers_on_val_when_given() -> None:
                  & (chosen["metric"] == "mean_average_precision_at_r")].iloc[0]
     assert row["a"] == "0" and row["status"] == "chosen on val"
     assert len(clip_claims(None)) == 2 and clip_claims(None)["n"].isna().all()
+
+
+def test_best_layer_count_is_chosen_on_val_when_the_table_has_val() -> None:
+    """Val prefers 8 layers, the reported split prefers 4: the summary takes val's 8 and
+    quotes the reported split's mean at 8; without val it says the choice is descriptive."""
+    table = clip_layers_table()
+    vision = table["component"] == "vision"
+    table["val_mean_average_precision_at_r"] = np.where(
+        vision, table["trainable_layers"] * 0.01, 0.5)
+    summary = clip_layers_summary(table)[0].set_index("component")
+    assert summary.loc["vision", "chosen_on_map_at_r"] == "val"
+    assert summary.loc["vision", "best_layers_map_at_r"] == 8
+    at8 = table[vision & (table["trainable_layers"] == 8)]["mean_average_precision_at_r"].mean()
+    assert summary.loc["vision", "best_map_at_r"] == pytest.approx(at8)
+    plain = clip_layers_summary(clip_layers_table())[0].set_index("component")
+    assert plain.loc["vision", "chosen_on_map_at_r"] == "reported split (descriptive)"
+    assert plain.loc["vision", "best_layers_map_at_r"] == 4

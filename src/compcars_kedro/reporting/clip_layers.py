@@ -9,7 +9,10 @@ only the tower's final norm and projection train.
 * Pearson r is computed over the runs themselves (every seed a point), between
   ``trainable_layers`` and each metric; NaN when either is constant or fewer than 2 runs.
 * The best layer count of a component is the one with the highest MEAN metric over seeds
-  (ties go to fewer layers: cheaper to train).
+  (ties go to fewer layers: cheaper to train), chosen on the table's ``val_<metric>`` column
+  when it has one (``chosen_on_<metric> = "val"``); ``best_<metric>`` is then the reported
+  split's mean at that count. Without a val column the choice is made on the reported split
+  itself and labelled ``"reported split (descriptive)"``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ SHORT = {"mean_average_precision_at_r": "map_at_r", "ari": "ari",
          "zero_shot_accuracy": "zero_shot"}
 SUMMARY_COLUMNS = ["component", "n_runs", "layer_counts",
                    *[f"{c}_{SHORT[m]}" for m in CLIP_METRICS
-                     for c in ("pearson_r", "best_layers", "best")]]
+                     for c in ("pearson_r", "best_layers", "best", "chosen_on")]]
 
 
 def pearson_r(x: Sequence[float], y: Sequence[float]) -> float:
@@ -91,8 +94,18 @@ def clip_layers_summary(table: pd.DataFrame | None, confidence: float = 0.95
             p = points[(points["metric"] == metric)]
             for col, value in zip(groups, key, strict=True):
                 p = p[p[col] == value]
-            p = p[p["mean"].notna()].sort_values(["mean", "trainable_layers"],
-                                                 ascending=[False, True], kind="mergesort")
+            p = p[p["mean"].notna()]
+            val_col = f"val_{metric}"
+            if val_col in g and g[val_col].notna().any():
+                chooser = (g.groupby("trainable_layers")[val_col].mean().rename("choose")
+                           .reset_index())
+                p = p.merge(chooser, on="trainable_layers", how="left")
+                row[f"chosen_on_{short}"] = "val"
+            else:
+                p = p.assign(choose=p["mean"])
+                row[f"chosen_on_{short}"] = "reported split (descriptive)"
+            p = p[p["choose"].notna()].sort_values(["choose", "trainable_layers"],
+                                                   ascending=[False, True], kind="mergesort")
             row[f"best_layers_{short}"] = int(p["trainable_layers"].iloc[0]) if len(p) else math.nan
             row[f"best_{short}"] = float(p["mean"].iloc[0]) if len(p) else math.nan
         rows.append(row)

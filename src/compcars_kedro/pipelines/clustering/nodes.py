@@ -46,7 +46,7 @@ def cluster_embeddings(
                     "models": REPORTED[split]}
             metrics.append(table.assign(**keys))
             sample_ids = emb.index["sample_id"].to_numpy()
-            assignments.append(assign.assign(sample_id=sample_ids[assign["row"].to_numpy()],
+            assignments.append(assign.assign(sample_id=sample_ids[assign["row"].to_numpy(dtype=np.int64)],
                                              **keys))
             logger.info("%s/%s: best ARI %.3f", source, split,
                         table["ari"].max() if "ari" in table else float("nan"))

@@ -84,6 +84,13 @@ def clip_layers_table(status: pd.DataFrame, retrieval: pd.DataFrame,
     extra = [c for c in ("zero_shot_accuracy",) if c in r]  # the text tower's own score
     table = r[keys + ["mean_average_precision_at_r", "precision_at_1", *extra]].merge(
         c[["variant", "ari", "ami"]], on="variant", how="left")
+    # the same metrics on val (seen models): the best layer count is chosen there, never on
+    # the reported split (reporting.clip_layers / reporting.paired use ``val_<metric>``)
+    v = retrieval.loc[(retrieval["source"] == "finetuned") & (retrieval["split"] == "val")]
+    val_cols = [m for m in ("mean_average_precision_at_r", "zero_shot_accuracy") if m in v]
+    if split != "val" and val_cols:
+        table = table.merge(v[["variant", *val_cols]].rename(
+            columns={m: f"val_{m}" for m in val_cols}), on="variant", how="left")
     table = table.sort_values(["component", "trainable_layers"]).reset_index(drop=True)
     for component, group in table.groupby("component"):
         if len(group) > 2:
