@@ -88,7 +88,7 @@ def test_real_model_trains_and_extracts_at_224(standin_weights, crops_224, model
     train, val = _subset(train, N_TRAIN), _subset(val, N_EVAL)
 
     trainer = Trainer(model_cfg, loss_cfg, train_cfg, train, num_classes=len(labels),
-                      device=DEVICE, val=None, progress=False)
+                      device=DEVICE, val=val, progress=False)  # text phase: val loss monitor
     net = trainer.model.backbone
     key, expected = standin_weights["reference"][model]
     loaded = (net.clip if model == "clip" else net.net).state_dict()[key]
