@@ -84,7 +84,9 @@ def save_torchvision_standins(torch_home: Path, weights: dict[str, str]
     return reference
 
 
-@pytest.fixture(scope="session")
+# package scope: TORCH_HOME is restored when the real-config tests end, so later tests
+# (e.g. "weights not in the local cache") see the project cache again
+@pytest.fixture(scope="package")
 def standin_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Stand-ins for every weight the compcars env names (see the module docstring).
 
