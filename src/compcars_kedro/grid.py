@@ -30,23 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compcars_kedro.types import VariantFailed
+
 logger = logging.getLogger(__name__)
 
 RERUN_ENV = "COMPCARS_GRID_RERUN"
-
-
-@dataclass(frozen=True)
-class VariantFailed:
-    """Marker travelling through a failed variant instead of real data."""
-
-    variant: str
-    node: str
-    error: str
-    traceback: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return {"status": "failed", "variant": self.variant, "node": self.node,
-                "error": self.error, "traceback": self.traceback}
 
 
 @dataclass(frozen=True)

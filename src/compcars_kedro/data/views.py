@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from compcars_kedro.datasets.crops import CropsStore
 from compcars_kedro.training.data import ViewData
 from compcars_kedro.training.tokenizer import build_prompt
+from compcars_kedro.types import CropsStore
 
 SAMPLE_COLUMNS = ["sample_id", "split", "class_id", "class_name", "make", "model", "type"]
 

@@ -14,6 +14,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from kedro.io.core import AbstractVersionedDataset, Version
 
+from compcars_kedro.types import VariantFailed
+
 logger = logging.getLogger(__name__)
 
 FAILED_FILE = "failed.json"
@@ -156,8 +158,6 @@ class VersionedFolderDataset(AbstractVersionedDataset[_DI, _DO], Generic[_DI, _D
         folder = Path(self._get_load_path().as_posix())
         failed = folder / FAILED_FILE
         if failed.exists():  # a failed grid variant: hand the marker on
-            from compcars_kedro.grid import VariantFailed
-
             info = json.loads(failed.read_text())
             return VariantFailed(info["variant"], info["node"], info["error"],  # type: ignore[return-value]
                                  info.get("traceback", ""))
@@ -172,8 +172,6 @@ class VersionedFolderDataset(AbstractVersionedDataset[_DI, _DO], Generic[_DI, _D
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         (tmp / OWNER_FILE).write_text(json.dumps(_owner_record()))
-        from compcars_kedro.grid import VariantFailed
-
         try:
             if isinstance(data, VariantFailed):
                 (tmp / FAILED_FILE).write_text(json.dumps(data.to_json(), indent=2))

@@ -14,47 +14,14 @@ other producers) is written with ``np.save`` as before.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from compcars_kedro.data.imaging import CropPlan
 from compcars_kedro.datasets._folder import VersionedFolderDataset, write_npy
-
-
-@dataclass
-class CropsStore:
-    """Crops (``images``) and their index (one row per image, row ``i`` <-> ``images[i]``).
-
-    ``images`` is an array (a memmap once loaded) or, straight out of ``crop_images``, a lazy
-    :class:`CropPlan` that the dataset's save executes.
-    """
-
-    images: np.ndarray | CropPlan
-    index: pd.DataFrame
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
-            raise ValueError(f"crops must be uint8 N x S x S x 3, got {self.images.dtype} "
-                             f"{self.images.shape}")
-        if len(self.index) != len(self.images):
-            raise ValueError(f"index has {len(self.index)} rows for {len(self.images)} crops")
-
-    @property
-    def size(self) -> int:
-        return int(self.images.shape[1])
-
-    def rows_for(self, image_ids: pd.Series | list[str]) -> np.ndarray:
-        """Row numbers of the given image ids (KeyError names a missing id)."""
-        lookup = pd.Series(np.arange(len(self.index)), index=self.index["image_id"].to_numpy())
-        missing = pd.Index(image_ids).difference(lookup.index)
-        if len(missing):
-            raise KeyError(f"{len(missing)} image ids are not in the crops store, e.g. {missing[0]}")
-        return lookup.loc[list(image_ids)].to_numpy(dtype=np.int64)
+from compcars_kedro.types import CropsStore
 
 
 class CropsStoreDataset(VersionedFolderDataset[CropsStore, CropsStore]):

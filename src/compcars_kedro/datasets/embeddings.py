@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from compcars_kedro.datasets._folder import VersionedFolderDataset, write_npy
+from compcars_kedro.types import EmbeddingSet
 
 
 @dataclass(eq=False)
@@ -49,21 +50,6 @@ class EmbeddingPlan:
                            out=out, **self.options)
         out.flush()
         del out
-
-
-@dataclass
-class EmbeddingSet:
-    """Embeddings (one row per sample) and the sample table (ids, labels, make, model, views).
-
-    ``vectors`` is an array, or an :class:`EmbeddingPlan` (computed when the set is saved).
-    """
-
-    vectors: np.ndarray | EmbeddingPlan
-    index: pd.DataFrame
-
-    def __post_init__(self) -> None:
-        if self.vectors.ndim != 2 or len(self.vectors) != len(self.index):
-            raise ValueError(f"embeddings {self.vectors.shape} do not match {len(self.index)} rows")
 
 
 class EmbeddingsDataset(VersionedFolderDataset[EmbeddingSet, EmbeddingSet]):

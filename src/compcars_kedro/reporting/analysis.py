@@ -15,8 +15,7 @@ from sklearn.metrics import confusion_matrix
 from sklearn.preprocessing import normalize
 
 from compcars_kedro.clustering.reducers import reduce
-from compcars_kedro.datasets.crops import CropsStore
-from compcars_kedro.datasets.embeddings import EmbeddingSet
+from compcars_kedro.types import CropsStore, EmbeddingSet
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,6 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from compcars_kedro.datasets.crops import CropsStore
-from compcars_kedro.datasets.embeddings import EmbeddingSet
 from compcars_kedro.reporting import analysis, figures
 from compcars_kedro.reporting.clip_layers import (
     CLIP_METRICS,
@@ -37,6 +35,7 @@ from compcars_kedro.reporting.tables import (
     resolve_headline,
     run_summary,
 )
+from compcars_kedro.types import CropsStore, EmbeddingSet
 
 logger = logging.getLogger(__name__)
 

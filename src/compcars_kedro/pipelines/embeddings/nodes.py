@@ -11,8 +11,6 @@ import torch
 
 from compcars_kedro.data.fingerprint import check_versions
 from compcars_kedro.data.views import build_view_data, with_splits
-from compcars_kedro.datasets.crops import CropsStore
-from compcars_kedro.datasets.embeddings import EmbeddingSet
 from compcars_kedro.device import current_device
 from compcars_kedro.training.checkpoint import Checkpoint
 from compcars_kedro.training.loop import (
@@ -20,6 +18,7 @@ from compcars_kedro.training.loop import (
     model_from_checkpoint,
     retrieval_metrics,
 )
+from compcars_kedro.types import CropsStore, EmbeddingSet
 
 logger = logging.getLogger(__name__)
 

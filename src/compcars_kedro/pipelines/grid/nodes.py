@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compcars_kedro.grid import Variant, VariantFailed, deep_merge
+from compcars_kedro.grid import Variant, deep_merge
 from compcars_kedro.params import FinetuningParams, validate
+from compcars_kedro.types import VariantFailed
 
 logger = logging.getLogger(__name__)
 

@@ -13,12 +13,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from compcars_kedro.data.raw import RawSource
-from compcars_kedro.datasets.crops import CropsStore
-from compcars_kedro.datasets.embeddings import EmbeddingSet
 from compcars_kedro.reporting import builders
 from compcars_kedro.reporting.data_info import describe_data
 from compcars_kedro.reporting.params import reporting_params
 from compcars_kedro.reporting.report import render_report
+from compcars_kedro.types import CropsStore, EmbeddingSet
 
 logger = logging.getLogger(__name__)
 
