@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from compcars_kedro.names import SOURCES
 from compcars_kedro.reporting.paired import p_text
 from compcars_kedro.reporting.tables import CONFIG_KEYS, RUN_KEYS, metric_label
 from compcars_kedro.reporting.wording import (
@@ -89,7 +90,7 @@ def headline_table(comparison: pd.DataFrame, config: Mapping[str, Any] | None) -
     c = of_config(comparison, config)
     rows = []
     for models in ("seen", "unseen"):
-        for source in ("baseline", "finetuned"):
+        for source in SOURCES:
             sel = c[(c["models"] == models) & (c["source"] == source)].set_index("metric")
             if not sel.empty:
                 rows.append(_headline_row(sel, models, source))

@@ -11,7 +11,7 @@ import pandas as pd
 
 from compcars_kedro.reporting import html as H
 from compcars_kedro.reporting.display import config_value
-from compcars_kedro.reporting.tables import metric_label, resolve_headline
+from compcars_kedro.reporting.tables import SPLIT_MODELS, metric_label, resolve_headline
 from compcars_kedro.reporting.wording import MODELS_TEXT, mean_ci, num_or_dash, source_text
 
 MATCHED_METRICS = ("ari", "ami", "noise_fraction", "mean_average_precision_at_r")
@@ -46,7 +46,7 @@ def matched_summary(matched: pd.DataFrame | None, headline: Mapping[str, str],
         return pd.DataFrame(columns=cols)
     m = matched.copy()
     if "models" not in m and "split" in m:
-        m["models"] = m["split"].map({"test": "seen", "unseen": "unseen"}).fillna(m["split"])
+        m["models"] = m["split"].map(SPLIT_MODELS).fillna(m["split"])
     if "metric" in m and "mean" in m:  # already summarised (e.g. matched_summary_long)
         m = _headline_rows(m, headline)
         for c in cols:
