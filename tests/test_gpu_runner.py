@@ -1,4 +1,5 @@
-"""GPURunner on a CPU machine: tags respected, device exposed to nodes, require_gpu refusal."""
+"""GPURunner on a CPU machine: tags respected, device exposed to nodes (through a hook, the nodes
+unwrapped), require_gpu refusal."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import logging
 
 import pytest
 import torch
+from kedro.framework.hooks import hook_impl
+from kedro.framework.hooks.manager import _create_hook_manager
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 
 from compcars_kedro.device import current_device
-from compcars_kedro.runner import GPURunner
+from compcars_kedro.gpu_runner import GPURunner
 
 
 def _device_name(x: int) -> str:
@@ -31,7 +34,7 @@ def _pipeline() -> Pipeline:
 def test_gpu_node_runs_on_selected_device_and_is_accounted(caplog: pytest.LogCaptureFixture) -> None:
     runner = GPURunner(device="cpu")
     catalog = DataCatalog({"a": MemoryDataset(1), "c": MemoryDataset()})
-    with caplog.at_level(logging.INFO, logger="compcars_kedro.runner"):
+    with caplog.at_level(logging.INFO, logger="compcars_kedro.gpu_runner"):
         runner.run(_pipeline(), catalog)
     assert catalog.load("c") == "2:cpu"
     assert set(runner.node_stats) == {"gpu_node"}  # CPU-only nodes are left alone
@@ -74,3 +77,45 @@ def test_cuda_device_request_without_cuda_names_the_fix(monkeypatch: pytest.Monk
 def test_current_device_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMPCARS_DEVICE", "cpu")
     assert current_device() == torch.device("cpu")
+
+
+def _fails(x: int) -> int:
+    raise ValueError(f"boom on {current_device().type}")
+
+
+class _Seen:
+    """A project hook: which function each node runs, and the device it sees around the node."""
+
+    def __init__(self) -> None:
+        self.funcs: dict[str, object] = {}
+
+    @hook_impl
+    def before_node_run(self, node: object) -> None:
+        self.funcs[node.name] = node.func  # type: ignore[attr-defined]
+
+
+def test_device_comes_from_a_hook_on_the_callers_manager_and_nodes_are_not_wrapped() -> None:
+    manager = _create_hook_manager()
+    seen = _Seen()
+    manager.register(seen)
+    plugins = set(manager.get_plugins())
+    catalog = DataCatalog({"a": MemoryDataset(1), "c": MemoryDataset()})
+    runner = GPURunner(device="cpu")
+    runner.run(_pipeline(), catalog, hook_manager=manager)
+    assert catalog.load("c") == "2:cpu"
+    assert seen.funcs == {"cpu_node": _plain, "gpu_node": _device_name}  # the original functions
+    assert set(runner.node_stats) == {"gpu_node"}
+    assert set(manager.get_plugins()) == plugins  # the runner's hook is gone after the run
+
+
+def test_failing_gpu_node_is_accounted_and_leaves_no_device_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPCARS_DEVICE", "cpu")
+    from compcars_kedro import device as device_module
+
+    pipe = Pipeline([node(_fails, "a", "b", name="broken", tags=["gpu"])])
+    runner = GPURunner(device="cpu")
+    with pytest.raises(ValueError, match="boom on cpu"):
+        runner.run(pipe, DataCatalog({"a": MemoryDataset(1)}))
+    assert runner.node_stats["broken"]["device"] == "cpu"  # on_node_error recorded it
+    assert device_module._current.get() is None  # the device context was left
