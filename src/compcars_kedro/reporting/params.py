@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from compcars_kedro.params import StrictModel, validate
+from compcars_kedro.validation import StrictModel, validate
 
 
 class HeadlineParams(StrictModel):
