@@ -119,3 +119,26 @@ def test_failing_gpu_node_is_accounted_and_leaves_no_device_behind(
         runner.run(pipe, DataCatalog({"a": MemoryDataset(1)}))
     assert runner.node_stats["broken"]["device"] == "cpu"  # on_node_error recorded it
     assert device_module._current.get() is None  # the device context was left
+
+
+def test_cuda_accounting_around_the_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA branch without a GPU: counters reset before the node, synchronize after it,
+    peak memory recorded, cache emptied; the node sees the cuda device."""
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d: 3 * 2**20)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty"))
+
+    def on_gpu(x: int) -> str:
+        calls.append("node")
+        return current_device().type
+
+    runner = GPURunner(device="cuda", require_gpu=True)
+    catalog = DataCatalog({"a": MemoryDataset(1), "b": MemoryDataset()})
+    runner.run(Pipeline([node(on_gpu, "a", "b", name="train", tags=["gpu"])]), catalog)
+    assert catalog.load("b") == "cuda"
+    assert calls == ["reset", "node", "sync", "empty"]
+    stats = runner.node_stats["train"]
+    assert stats["device"] == "cuda" and stats["peak_mem_mib"] == 3.0 and stats["wall_s"] >= 0
