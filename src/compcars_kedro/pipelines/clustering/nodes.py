@@ -23,9 +23,10 @@ from compcars_kedro.names import (
     UNSEEN,
     VAL,
 )
-from compcars_kedro.params import ClusteringParams, validate
+from compcars_kedro.params import ClusteringParams
 from compcars_kedro.training.loop import retrieval_metrics
 from compcars_kedro.types import EmbeddingSet
+from compcars_kedro.validation import validate
 
 logger = logging.getLogger(__name__)
 
