@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FitResult:
-    """Outcome of :func:`fit`."""
+    """Outcome of :func:`~compcars_kedro.training.fit.fit`."""
 
     best: Checkpoint
     last: Checkpoint
@@ -47,7 +47,6 @@ class FitResult:
     #: :meth:`Trainer.baseline_checkpoint`)
     baseline: Checkpoint | None = None
     monitor: str = ""  # the validation metric early stopping watched
-
 
 
 def _history_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -80,7 +79,6 @@ def fit_result(
     )
     monitor = best_state.monitor
     return FitResult(best, last, hist, best_metrics, model, baseline, monitor)
-
 
 
 def fit_rank(
