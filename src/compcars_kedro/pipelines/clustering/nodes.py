@@ -12,9 +12,10 @@ import pandas as pd
 from compcars_kedro.clustering.clusterers import CLUSTERERS
 from compcars_kedro.clustering.matched import matched_draws
 from compcars_kedro.clustering.selection import REFERENCE_MODE, run_grid
-from compcars_kedro.params import ClusteringParams, validate
+from compcars_kedro.params import ClusteringParams
 from compcars_kedro.training.loop import retrieval_metrics
 from compcars_kedro.types import EmbeddingSet
+from compcars_kedro.validation import validate
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,9 @@ from compcars_kedro.names import (
     UNSEEN,
     VAL,
 )
-from compcars_kedro.params import DataEngineeringParams, validate
+from compcars_kedro.params import DataEngineeringParams
 from compcars_kedro.types import CropsStore
+from compcars_kedro.validation import validate
 
 logger = logging.getLogger(__name__)
 
