@@ -8,7 +8,7 @@ from compcars_kedro.tracking import clustering_mlflow_metrics
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    embeddings = embedding_names()  # every source x val, test, unseen
+    embeddings = embedding_names()  # baseline/finetuned x val/test/unseen, the nodes' order
     return Pipeline([
         node(cluster_embeddings, [*embeddings, "params:clustering", "finetuning_config"],
              ["clustering_metrics", "cluster_assignments"], name="cluster_embeddings"),
