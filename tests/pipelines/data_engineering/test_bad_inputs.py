@@ -14,6 +14,7 @@ from PIL import Image
 
 from compcars_kedro.data.imaging import CropSpec, crop_image
 from compcars_kedro.data.raw import detect_source, parse_label_text
+from compcars_kedro.names import REJECT_REASONS
 from compcars_kedro.pipelines.data_engineering import create_pipeline
 from compcars_kedro.pipelines.data_engineering.nodes import parse_raw, validate_images
 from tests.bad_inputs import (
@@ -45,6 +46,7 @@ def _check_planted(manifest, valid, rejected, planted) -> None:
     assert len(valid) + len(rejected) == len(manifest)
     assert set(rejected["path"]) == {p for p, r in planted.items() if r is not None}
     assert manifest["image_id"].is_unique and rejected["detail"].str.len().gt(0).all()
+    assert set(rejected["reason"]) <= set(REJECT_REASONS)  # the one list of reasons
 
 
 def test_manifest_csv_bad_rows_are_rejected_with_their_reason(tmp_path: Path) -> None:

@@ -17,19 +17,30 @@ from compcars_kedro.data.fingerprint import (
 )
 from compcars_kedro.data.imaging import CropPlan, CropSpec, check_decodes, parallel_map
 from compcars_kedro.data.raw import RawSource, parse_compcars, parse_manifest_csv
+from compcars_kedro.names import (
+    BBOX_OUTSIDE_IMAGE,
+    DECODE_ERROR,
+    DECOMPRESSION_BOMB,
+    DEGENERATE_BBOX,
+    LABEL_ERROR,
+    MISSING_FILE,
+    MISSING_LABEL,
+    NOT_AN_IMAGE,
+    SPLITS,
+    TEST,
+    TOO_LARGE,
+    TRAIN,
+    UNKNOWN_VIEWPOINT,
+    UNSEEN,
+    VAL,
+)
 from compcars_kedro.params import DataEngineeringParams
 from compcars_kedro.types import CropsStore
 from compcars_kedro.validation import validate
 
 logger = logging.getLogger(__name__)
 
-REJECT_REASONS = (
-    "missing_file", "missing_label", "label_error", "not_an_image", "decode_error",
-    "unknown_viewpoint", "degenerate_bbox", "bbox_outside_image", "duplicate_path",
-    "path_outside_root", "too_large", "decompression_bomb",
-)
-REJECTED_COLUMNS = ["image_id", "path", "reason", "detail"]
-SPLITS = ("train", "val", "test", "unseen")
+REJECTED_COLUMNS = ["image_id", "path", "reason", "detail"]  # reason: one of names.REJECT_REASONS
 
 
 def parse_raw(raw: RawSource, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -45,15 +56,15 @@ def _bbox_check(row: pd.Series, tolerance: float, min_size: int) -> tuple[str | 
     x0, y0, x1, y1 = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
     w, h = float(row["width"]), float(row["height"])
     if x1 - x0 < min_size or y1 - y0 < min_size:
-        return "degenerate_bbox", f"box {x0:g},{y0:g},{x1:g},{y1:g} smaller than {min_size}px", ()
+        return DEGENERATE_BBOX, f"box {x0:g},{y0:g},{x1:g},{y1:g} smaller than {min_size}px", ()
     cx0, cy0, cx1, cy1 = max(0.0, x0), max(0.0, y0), min(w, x1), min(h, y1)
     inside = max(0.0, cx1 - cx0) * max(0.0, cy1 - cy0)
     outside = 1.0 - inside / ((x1 - x0) * (y1 - y0))
     if outside > tolerance:
-        return ("bbox_outside_image",
+        return (BBOX_OUTSIDE_IMAGE,
                 f"{outside:.0%} of box {x0:g},{y0:g},{x1:g},{y1:g} outside {w:g}x{h:g}", ())
     if cx1 - cx0 < min_size or cy1 - cy0 < min_size:
-        return "degenerate_bbox", "box degenerate after clipping", ()
+        return DEGENERATE_BBOX, "box degenerate after clipping", ()
     return None, "", (cx0, cy0, cx1, cy1)
 
 
@@ -74,15 +85,15 @@ def validate_images(
         if pd.notna(row.get("input_reason")):
             reasons[i] = (str(row["input_reason"]), str(row.get("input_detail") or ""))
         elif not row["exists"]:
-            reasons[i] = ("missing_file", "listed in train_test_split but not on disk")
+            reasons[i] = (MISSING_FILE, "listed in train_test_split but not on disk")
         elif not row["has_label"]:
-            reasons[i] = ("missing_label", "no label file")
+            reasons[i] = (MISSING_LABEL, "no label file")
         elif pd.notna(row["label_error"]):
-            reasons[i] = ("label_error", str(row["label_error"]))
+            reasons[i] = (LABEL_ERROR, str(row["label_error"]))
         elif pd.isna(row["width"]):
-            reasons[i] = ("not_an_image", "file header is not a readable image")
+            reasons[i] = (NOT_AN_IMAGE, "file header is not a readable image")
         elif row["width"] * row["height"] > p.max_pixels:
-            reasons[i] = ("too_large", f"{row['width']:.0f}x{row['height']:.0f} = "
+            reasons[i] = (TOO_LARGE, f"{row['width']:.0f}x{row['height']:.0f} = "
                           f"{row['width'] * row['height'] / 1e6:.1f} MP > data_engineering."
                           f"max_pixels={p.max_pixels / 1e6:g} MP (not decoded)")
 
@@ -94,7 +105,7 @@ def validate_images(
     for i, err in zip(to_decode, errors, strict=True):
         if err is not None:
             bomb = err.startswith("DecompressionBomb")
-            reasons[i] = ("decompression_bomb" if bomb else "decode_error", err)
+            reasons[i] = (DECOMPRESSION_BOMB if bomb else DECODE_ERROR, err)
 
     clipped: dict[int, tuple] = {}
     for i in manifest.index:
@@ -102,7 +113,7 @@ def validate_images(
             continue
         row = manifest.loc[i]
         if row["viewpoint"] in (None, "unknown") or pd.isna(row["viewpoint"]):
-            reasons[i] = ("unknown_viewpoint", f"viewpoint code {row['viewpoint_code']}")
+            reasons[i] = (UNKNOWN_VIEWPOINT, f"viewpoint code {row['viewpoint_code']}")
             continue
         reason, detail, box = _bbox_check(row, p.bbox_tolerance, p.min_bbox_size)
         if reason:
@@ -240,7 +251,7 @@ def split_dataset(
     if p.unseen_fraction > 0 and len(classes) > 1:
         n_unseen = min(max(1, n_unseen), len(classes) - 1)
     unseen = set(rng.permutation(classes)[:n_unseen].tolist())
-    df["split"] = np.where(df["class_id"].isin(unseen), "unseen", "")
+    df["split"] = np.where(df["class_id"].isin(unseen), UNSEEN, "")
 
     seen = df.loc[df["split"] == ""]
     if len(seen):
@@ -255,9 +266,9 @@ def split_dataset(
             n_val = max(1, int(round(p.val_fraction * n)))
             n_test = max(1, int(round(p.test_fraction * n))) if p.test_fraction > 0 else 0
             n_val, n_test = min(n_val, n - 1), min(n_test, max(0, n - 1 - n_val))
-            assignment.update(dict.fromkeys(ids[:n_val], "val"))
-            assignment.update(dict.fromkeys(ids[n_val:n_val + n_test], "test"))
-            assignment.update(dict.fromkeys(ids[n_val + n_test:], "train"))
+            assignment.update(dict.fromkeys(ids[:n_val], VAL))
+            assignment.update(dict.fromkeys(ids[n_val:n_val + n_test], TEST))
+            assignment.update(dict.fromkeys(ids[n_val + n_test:], TRAIN))
         df.loc[seen.index, "split"] = seen["dup_group"].map(assignment)
     image_splits = df.sort_values(["split", "class_id", "viewpoint", "image_id"]).reset_index(drop=True)
     _check_splits(image_splits, validated, p)
@@ -273,11 +284,11 @@ def split_dataset(
 
 def _check_splits(images: pd.DataFrame, validated: pd.DataFrame, p: DataEngineeringParams) -> None:
     """Stop where the split is made when it cannot work: an empty split or < 2 train classes."""
-    needed = ["train", "val"] + (["test"] if p.test_fraction > 0 else []) \
-        + (["unseen"] if p.unseen_fraction > 0 else [])
+    needed = [TRAIN, VAL] + ([TEST] if p.test_fraction > 0 else []) \
+        + ([UNSEEN] if p.unseen_fraction > 0 else [])
     present = images["split"].value_counts()
     empty = [s for s in needed if present.get(s, 0) == 0]
-    n_train = images.loc[images["split"] == "train", "class_id"].nunique()
+    n_train = images.loc[images["split"] == TRAIN, "class_id"].nunique()
     if not empty and n_train >= 2:
         return
     column = validated["viewpoint"] if "viewpoint" in validated else pd.Series(dtype=object)
@@ -309,7 +320,7 @@ def _pair_views(images: pd.DataFrame, views: list[str], rng: np.random.Generator
                            "+".join(views), cls, split)
             continue
         # train cycles the shorter view (every image trained on); evaluation pairs are unique
-        n = max(len(ids) for ids in per_view) if split == "train" else \
+        n = max(len(ids) for ids in per_view) if split == TRAIN else \
             min(len(ids) for ids in per_view)
         for k in range(n):
             rows.append([f"{split}:{cls}:{k}", split, cls] + [ids[k % len(ids)] for ids in per_view])
