@@ -68,9 +68,15 @@ def _bbox_check(row: pd.Series, tolerance: float, min_size: int) -> tuple[str | 
     return None, "", (cx0, cy0, cx1, cy1)
 
 
-def _header_reasons(manifest: pd.DataFrame, p: DataEngineeringParams) -> dict[int, tuple[str, str]]:
-    """Reasons known before decoding: parse problems, missing file or label, header, size."""
+def _row_checks(manifest: pd.DataFrame, p: DataEngineeringParams
+                ) -> tuple[dict[int, tuple[str, str]], dict[int, tuple[str | None, str, tuple]]]:
+    """The checks that need no pixels, in one pass over the rows: ``(reasons, labels)``.
+
+    ``reasons``: parse problems, missing file or label, header, size (the image is not decoded).
+    ``labels``: for every other row, :func:`_label_check` (applied after the decode check).
+    """
     reasons: dict[int, tuple[str, str]] = {}
+    labels: dict[int, tuple[str | None, str, tuple]] = {}
     for i, row in manifest.iterrows():
         if pd.notna(row.get("input_reason")):
             reasons[i] = (str(row["input_reason"]), str(row.get("input_detail") or ""))
@@ -86,7 +92,9 @@ def _header_reasons(manifest: pd.DataFrame, p: DataEngineeringParams) -> dict[in
             reasons[i] = (TOO_LARGE, f"{row['width']:.0f}x{row['height']:.0f} = "
                           f"{row['width'] * row['height'] / 1e6:.1f} MP > data_engineering."
                           f"max_pixels={p.max_pixels / 1e6:g} MP (not decoded)")
-    return reasons
+        else:
+            labels[i] = _label_check(row, p)
+    return reasons, labels
 
 
 def _label_check(row: pd.Series, p: DataEngineeringParams) -> tuple[str | None, str, tuple]:
@@ -116,14 +124,14 @@ def validate_images(
     and sends each group to one split. An image that cannot be hashed gets ``""`` (its own group).
     """
     p = validate(DataEngineeringParams, parameters, "data_engineering")
-    reasons = _header_reasons(manifest, p)
-    to_decode = [i for i in manifest.index if i not in reasons]
     # the viewpoint and box checks need no pixels: known first, so the decode can hash the box
-    labels = {i: _label_check(manifest.loc[i], p) for i in to_decode}
-    hash_boxes = [labels[i][2] if labels[i][0] is None and manifest.at[i, "viewpoint"]
-                  in p.viewpoints else None for i in to_decode]
+    reasons, labels = _row_checks(manifest, p)
+    to_decode = list(labels)
+    views, paths = manifest["viewpoint"].to_dict(), manifest["path"].to_dict()
+    hash_boxes = [labels[i][2] if labels[i][0] is None and views[i] in p.viewpoints else None
+                  for i in to_decode]
     results = check_and_hash_many(
-        [str(raw.resolve(manifest.at[i, "path"])) for i in to_decode], hash_boxes,
+        [str(raw.resolve(paths[i])) for i in to_decode], hash_boxes,
         method=p.dedup.method, hash_size=p.dedup.hash_size, num_workers=p.num_workers)
     clipped: dict[int, tuple] = {}
     hashes: dict[int, str] = {}
