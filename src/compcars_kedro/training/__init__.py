@@ -4,7 +4,7 @@ Public API: configs (:class:`ModelConfig`, :class:`LossConfig`, :class:`Training
 :class:`ViewData`, :func:`build_model`, :func:`fit`, :func:`extract_embeddings`,
 :func:`retrieval_metrics`, :class:`Checkpoint` / :func:`save_checkpoint` /
 :func:`load_checkpoint` / :func:`model_from_checkpoint`, the registries
-:data:`MODEL_REGISTRY` / :data:`LOSS_REGISTRY`, :func:`build_prompt`.
+:data:`MODEL_REGISTRY` / :data:`LOSS_REGISTRY` / :data:`MINERS`, :func:`build_prompt`.
 """
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -12,8 +12,6 @@ from .config import (
     AugmentConfig,
     ClipOptions,
     EarlyStoppingConfig,
-    LossConfig,
-    ModelConfig,
     SamplerConfig,
     TrainingConfig,
 )
@@ -26,8 +24,9 @@ from .loop import (
     model_from_checkpoint,
     retrieval_metrics,
 )
-from .losses import LOSS_REGISTRY, build_loss, validate_combination
-from .models import MODEL_REGISTRY, EmbeddingModel, build_model, param_groups
+from .losses import LOSS_REGISTRY, LossConfig, build_loss, validate_combination
+from .miners import MINERS, MinerConfig
+from .models import MODEL_REGISTRY, EmbeddingModel, ModelConfig, build_model, param_groups
 from .seed import seed_everything
 from .tokenizer import build_prompt
 from .weights import WeightsNotAvailableError
@@ -41,7 +40,9 @@ __all__ = [
     "FitResult",
     "LOSS_REGISTRY",
     "LossConfig",
+    "MINERS",
     "MODEL_REGISTRY",
+    "MinerConfig",
     "ModelConfig",
     "SamplerConfig",
     "Trainer",

@@ -45,8 +45,10 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import LossConfig, ModelConfig, TrainingConfig
+from .config import TrainingConfig
 from .data import ViewData
+from .losses import LossConfig
+from .models import ModelConfig
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .augment import prepare_images
 from .checkpoint import Checkpoint, cpu_state, load_checkpoint, save_checkpoint
-from .config import EarlyStoppingConfig, LossConfig, ModelConfig, TrainingConfig
+from .config import EarlyStoppingConfig, TrainingConfig
 from .data import (
     EpochBatchSampler,
     ViewData,
@@ -41,8 +41,8 @@ from .data import (
     random_batches,
     sequential_batches,
 )
-from .losses import LOSS_REGISTRY, build_loss, uses_pk_sampler, validate_combination
-from .models import EmbeddingModel, build_model, param_groups
+from .losses import LOSS_REGISTRY, LossConfig, build_loss, uses_pk_sampler, validate_combination
+from .models import EmbeddingModel, ModelConfig, build_model, param_groups
 from .schedule import build_scheduler
 from .seed import derive_seed, seed_everything
 from .tokenizer import BPETokenizer, build_tokenizer
