@@ -83,7 +83,8 @@ def _compcars(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **runtime) -> dic
 
 def test_compcars_env_does_not_inherit_the_sample_architectures(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from compcars_kedro.params import FinetuningParams, validate
+    from compcars_kedro.params import FinetuningParams
+    from compcars_kedro.validation import validate
 
     params = _compcars(monkeypatch, tmp_path)
     assert _loader()["parameters"]["models"]["clip"]["arch"]  # the sample's tiny CLIP (base)
@@ -175,7 +176,8 @@ def test_unknown_top_level_keys_fail_with_a_suggestion() -> None:
 
 
 def test_dedup_parameters_are_validated() -> None:
-    from compcars_kedro.params import DataEngineeringParams, validate
+    from compcars_kedro.params import DataEngineeringParams
+    from compcars_kedro.validation import validate
 
     p = validate(DataEngineeringParams, {"dedup": {"hash_size": 8, "max_distance": 6}},
                  "data_engineering")

@@ -1,76 +1,13 @@
-"""GPURunner on a CPU machine: tags respected, device exposed to nodes, require_gpu refusal."""
+"""The names ``kedro run --runner compcars_kedro.runner.<Name>`` resolves (as Kedro's CLI does)."""
 
 from __future__ import annotations
 
-import logging
+from kedro.utils import load_obj
 
-import pytest
-import torch
-from kedro.io import DataCatalog, MemoryDataset
-from kedro.pipeline import Pipeline, node
-
-from compcars_kedro.device import current_device
-from compcars_kedro.runner import GPURunner
+from compcars_kedro.gpu_runner import GPURunner
+from compcars_kedro.ray_runner import RayRunner
 
 
-def _device_name(x: int) -> str:
-    return f"{x}:{current_device().type}"
-
-
-def _plain(x: int) -> int:
-    return x + 1
-
-
-def _pipeline() -> Pipeline:
-    return Pipeline([
-        node(_plain, "a", "b", name="cpu_node"),
-        node(_device_name, "b", "c", name="gpu_node", tags=["gpu"]),
-    ])
-
-
-def test_gpu_node_runs_on_selected_device_and_is_accounted(caplog: pytest.LogCaptureFixture) -> None:
-    runner = GPURunner(device="cpu")
-    catalog = DataCatalog({"a": MemoryDataset(1), "c": MemoryDataset()})
-    with caplog.at_level(logging.INFO, logger="compcars_kedro.runner"):
-        runner.run(_pipeline(), catalog)
-    assert catalog.load("c") == "2:cpu"
-    assert set(runner.node_stats) == {"gpu_node"}  # CPU-only nodes are left alone
-    assert runner.node_stats["gpu_node"]["device"] == "cpu"
-    assert runner.node_stats["gpu_node"]["wall_s"] >= 0
-    assert any("GPU node gpu_node on cpu" in r.message for r in caplog.records)
-
-
-def test_require_gpu_refuses_before_running_anything(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    calls: list[int] = []
-    pipe = Pipeline([node(lambda x: calls.append(x) or x, "a", "b", name="first"),
-                     node(_device_name, "b", "c", name="train", tags=["gpu"])])
-    catalog = DataCatalog({"a": MemoryDataset(1)})
-    with pytest.raises(RuntimeError, match="require_gpu.*train"):
-        GPURunner(require_gpu="true").run(pipe, catalog)
-    assert calls == []  # refused up front, not halfway through the pipeline
-
-
-def test_require_gpu_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setenv("COMPCARS_REQUIRE_GPU", "1")
-    with pytest.raises(RuntimeError, match="require_gpu"):
-        GPURunner().run(_pipeline(), DataCatalog({"a": MemoryDataset(1)}))
-
-
-def test_pipeline_without_gpu_nodes_ignores_require_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    catalog = DataCatalog({"a": MemoryDataset(1), "b": MemoryDataset()})
-    GPURunner(require_gpu=True).run(Pipeline([node(_plain, "a", "b", name="cpu_node")]), catalog)
-    assert catalog.load("b") == 2
-
-
-def test_cuda_device_request_without_cuda_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="device=cpu"):
-        GPURunner(device="cuda").run(_pipeline(), DataCatalog({"a": MemoryDataset(1)}))
-
-
-def test_current_device_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COMPCARS_DEVICE", "cpu")
-    assert current_device() == torch.device("cpu")
+def test_runner_names_resolve_as_the_cli_loads_them() -> None:
+    assert load_obj("compcars_kedro.runner.GPURunner", "kedro.runner") is GPURunner
+    assert load_obj("compcars_kedro.runner.RayRunner", "kedro.runner") is RayRunner

@@ -18,12 +18,11 @@ from compcars_kedro.sample import (
     PLANTED_REASONS,
     TINY,
     SampleSpec,
-    _build_structure,
-    _plan_jobs,
-    _view_counts,
     generate_sample,
     main,
 )
+from compcars_kedro.sample.plan import plan_jobs, view_counts
+from compcars_kedro.sample.structure import build_structure
 
 # 24 models like the default spec, but smaller/fewer images so the test stays fast.
 MEDIUM = SampleSpec(
@@ -220,13 +219,13 @@ def test_counts_per_model_and_view(tiny: tuple[Path, dict]) -> None:
 def test_default_spec_draws_realistic_view_counts() -> None:
     """Per model: front:rear ratio 1..4 with median ~1.3, 5..60 per view; total like before."""
     spec = SampleSpec()
-    makes, models = _build_structure(spec)
-    counts = np.array(_view_counts(spec, np.random.default_rng([spec.seed, 7]), len(models)))
+    makes, models = build_structure(spec)
+    counts = np.array(view_counts(spec, np.random.default_rng([spec.seed, 7]), len(models)))
     ratio = counts.max(1) / counts.min(1)
     assert 1.15 <= np.median(ratio) <= 1.5 and 2.5 <= ratio.max() <= 4.0
     assert counts.min() >= 5 and counts.max() <= 60 and counts.sum(1).max() > 3 * counts.sum(1).min()
     assert (counts[:, 0] > counts[:, 1]).sum() >= 5 and (counts[:, 1] > counts[:, 0]).sum() >= 5
-    jobs = _plan_jobs(spec, makes, models)
+    jobs = plan_jobs(spec, makes, models)
     assert 1100 <= len(jobs) <= 1400  # the default run's cost stays where it was (1,327 before)
     assert sum(j.kind == "near_duplicate" for j in jobs) >= 20
 

@@ -154,7 +154,7 @@ def _run_env(run_params: dict[str, Any]) -> str:
 def _grid_variants(pipeline: Any) -> int:
     """Number of variant chains (namespaces no other namespace reads from, as RayRunner sees
     them: the grid's ``split_ss<seed>`` tables are not variants)."""
-    from compcars_kedro.ray_runner import split_pipeline
+    from compcars_kedro.variants import split_pipeline
 
     try:
         return len(split_pipeline(pipeline)[1])

@@ -31,6 +31,7 @@ Source = Literal["baseline", "finetuned"]
 #: how clustering parameters are chosen: ``internal`` (label-free scores on the reported split),
 #: ``transfer`` (chosen on val labels, applied to the reported split) and ``oracle`` (the reported
 #: split's own labels: an upper bound, always labelled)
+INTERNAL, TRANSFER, ORACLE = "internal", "transfer", "oracle"
 SelectionMode = Literal["internal", "transfer", "oracle"]
 SELECTION_MODES: tuple[str, ...] = get_args(SelectionMode)
 #: ``reference`` rows (true k given to the clusterer) are not a selection mode a user picks, but

@@ -7,18 +7,12 @@ fails at once with a message naming the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from compcars_kedro.data.raw import VIEWPOINT_NAMES
-
-M = TypeVar("M", bound=BaseModel)
-
-
-class StrictModel(BaseModel):
-    # allow_inf_nan=False: inf / nan (e.g. a fraction or size given as .inf) are invalid values
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+from compcars_kedro.validation import StrictModel, validate
 
 
 class CropParams(StrictModel):
@@ -75,20 +69,6 @@ class DataEngineeringParams(StrictModel):
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave room for train (< 0.9)")
         return self
-
-
-def validate(model: type[M], raw: dict[str, Any] | BaseModel, section: str) -> M:
-    """Validate ``raw`` against ``model``; errors name the full parameter key (``section.key``)."""
-    if isinstance(raw, model):
-        return raw
-    try:
-        return model.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in (section, *err["loc"]))
-            problems.append(f"  {loc}: {err['msg']}")
-        raise ValueError(f"invalid parameters in '{section}':\n" + "\n".join(problems)) from None
 
 
 # --------------------------------------------------------------------------- finetuning

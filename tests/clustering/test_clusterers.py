@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from compcars_kedro.clustering import (
@@ -17,20 +16,13 @@ from compcars_kedro.clustering import (
     select_and_cluster,
 )
 from compcars_kedro.clustering.clusterers import _hdbscan_grid
+from tests.clustering import blobs as shared_blobs
 
 K = 8
 
 
 def blobs(seed: int, n_per: int = 40) -> tuple[np.ndarray, np.ndarray]:
-    X, y = make_blobs(
-        n_samples=K * n_per,
-        centers=K,
-        n_features=8,
-        cluster_std=0.6,
-        center_box=(-20, 20),
-        random_state=seed,
-    )
-    return X, y
+    return shared_blobs(seed, K, n_per, n_features=8, cluster_std=0.6, box=20.0)
 
 
 def _grid(name: str) -> dict:

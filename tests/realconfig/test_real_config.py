@@ -68,7 +68,8 @@ def test_real_model_trains_and_extracts_at_224(standin_weights, crops_224, model
                                         "clip": {"phase": phase}}}
     params = _real_params(standin_weights, **selectors)
     validate_parameters(params, check_weights=True)
-    from compcars_kedro.params import FinetuningParams, validate
+    from compcars_kedro.params import FinetuningParams
+    from compcars_kedro.validation import validate
 
     config = validate(FinetuningParams, {k: params[k] for k in (
         "model", "loss", "views", "embedding_dim", "models", "losses", "training", "finetuning")},

@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 
 from compcars_kedro.data.raw import RawSource
-from compcars_kedro.datasets.crops import CropsStore
-from compcars_kedro.datasets.embeddings import EmbeddingSet
+from compcars_kedro.types import CropsStore, EmbeddingSet
 
 #: (model, loss, views) of the synthetic grid
 CONFIGS = [("resnet18", "multisimilarity", "front+rear"), ("vitb32", "ce", "front+rear")]

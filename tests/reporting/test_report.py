@@ -9,17 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compcars_kedro.datasets.embeddings import EmbeddingSet
 from compcars_kedro.reporting import analysis, builders
 from compcars_kedro.reporting.data_info import describe_data
 from compcars_kedro.reporting.html import esc
-from compcars_kedro.reporting.report import (
-    OPTIONAL_SECTIONS,
-    SECTIONS,
-    SINGLE_RUN,
-    matched_section,
-    render_report,
-)
+from compcars_kedro.reporting.matched import matched_section
+from compcars_kedro.reporting.report import OPTIONAL_SECTIONS, SECTIONS, SINGLE_RUN, render_report
+from compcars_kedro.types import EmbeddingSet
 from tests.reporting import (
     FAST_PARAMS,
     SPLIT_SUMMARY,

@@ -270,8 +270,8 @@ def test_run_summary_one_row_per_run_and_source() -> None:
 
 def test_nmi_is_not_a_headline_column() -> None:
     from compcars_kedro.reporting import builders
+    from compcars_kedro.reporting.display import headline_table
     from compcars_kedro.reporting.params import reporting_params
-    from compcars_kedro.reporting.report import headline_table
 
     assert "nmi" not in reporting_params({}).metrics.clustering
     tables, _ = builders.build_tables(training_history(), retrieval_metrics(),

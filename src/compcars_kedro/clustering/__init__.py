@@ -2,8 +2,9 @@
 
 Pipeline: embeddings -> :func:`reduce` (registry :data:`REDUCERS`) -> clusterer from
 :data:`CLUSTERERS` with parameters chosen by :func:`select_and_cluster` (``internal`` /
-``transfer`` / reference-only ``oracle``) -> :func:`cluster_metrics`. :func:`run_grid` runs a
-whole reducer x clusterer grid and returns tidy tables.
+``transfer`` / reference-only ``oracle``; label-free score in :mod:`.scoring`) ->
+:func:`cluster_metrics`. :func:`run_grid` (:mod:`.run`) runs a whole reducer x clusterer grid
+and returns tidy tables.
 """
 
 from .clusterers import (
@@ -24,14 +25,9 @@ from .reducers import (
     density_input,
     reduce,
 )
-from .selection import (
-    ASSIGNMENT_COLUMNS,
-    METRICS_COLUMNS,
-    ClusterResult,
-    internal_score,
-    run_grid,
-    select_and_cluster,
-)
+from .run import ASSIGNMENT_COLUMNS, METRICS_COLUMNS, run_grid
+from .scoring import internal_score
+from .selection import ClusterResult, select_and_cluster
 
 __all__ = [
     "ASSIGNMENT_COLUMNS",

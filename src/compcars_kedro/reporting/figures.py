@@ -22,6 +22,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from compcars_kedro.names import FINETUNED, SOURCES
 from compcars_kedro.reporting.analysis import NOISE, GalleryRow
 from compcars_kedro.reporting.tables import (
     CONFIG_KEYS,
@@ -129,7 +130,7 @@ def baseline_vs_finetuned(comparison: pd.DataFrame, metrics: Sequence[str],
     for i, models in enumerate(models_rows):
         for j, metric in enumerate(metrics):
             ax = axes[i, j]
-            for k, source in enumerate(("baseline", "finetuned")):
+            for k, source in enumerate(SOURCES):
                 sub = comparison[(comparison["metric"] == metric) & (comparison["models"] == models)
                                  & (comparison["source"] == source)]
                 sub = sub.assign(_label=[config_label(r) for _, r in sub.iterrows()]) \
@@ -155,7 +156,7 @@ def baseline_vs_finetuned(comparison: pd.DataFrame, metrics: Sequence[str],
     return fig
 
 
-def metric_heatmaps(comparison: pd.DataFrame, metrics: Sequence[str], source: str = "finetuned",
+def metric_heatmaps(comparison: pd.DataFrame, metrics: Sequence[str], source: str = FINETUNED,
                     dpi: int = DEFAULT_DPI) -> dict[str, Figure]:
     """Per ``views`` value: model x loss heatmaps of each metric, seen and unseen models.
 

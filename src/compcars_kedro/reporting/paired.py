@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from compcars_kedro.names import FINETUNED
 from compcars_kedro.reporting.tables import (
     CONFIG_KEYS,
     config_label,
@@ -92,7 +93,7 @@ def _per_replicate(long: pd.DataFrame, config: Mapping[str, Any], models: str, m
 
 
 def best_by_val(long: pd.DataFrame, comparison: pd.DataFrame, metric: str,
-                source: str = "finetuned", report_metrics: Sequence[str] = (),
+                source: str = FINETUNED, report_metrics: Sequence[str] = (),
                 confidence: float = 0.95, alpha: float = 0.05) -> pd.DataFrame:
     """The configuration with the highest mean val ``metric`` and its test / unseen numbers.
 
@@ -155,7 +156,7 @@ def _levels(values: Iterable[Any]) -> list[str]:
 
 
 def factor_claims(long: pd.DataFrame, claims: Sequence[Mapping[str, Any]],
-                  metrics: Sequence[str], source: str = "finetuned", confidence: float = 0.95,
+                  metrics: Sequence[str], source: str = FINETUNED, confidence: float = 0.95,
                   alpha: float = 0.05) -> pd.DataFrame:
     """Per claim x models (seen, unseen) x metric: the paired difference A - B over replicates.
 

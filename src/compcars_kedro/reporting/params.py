@@ -6,7 +6,17 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from compcars_kedro.params import StrictModel, validate
+from compcars_kedro.names import (
+    FINETUNED,
+    REPORTED_SPLITS,
+    SOURCES,
+    TEST,
+    UNSEEN,
+    ReportedSplit,
+    SelectionMode,
+    Source,
+)
+from compcars_kedro.validation import StrictModel, validate
 
 
 class HeadlineParams(StrictModel):
@@ -16,7 +26,7 @@ class HeadlineParams(StrictModel):
     available selection mode / reducer / clusterer is used instead and the report says so.
     """
 
-    selection_mode: Literal["internal", "transfer", "oracle"] = "transfer"
+    selection_mode: SelectionMode = "transfer"
     reducer: str = "umap"
     clusterer: str = "hdbscan"
 
@@ -37,7 +47,7 @@ class SelectionRule(StrictModel):
 
     metric: Literal["precision_at_1", "r_precision", "mean_average_precision_at_r"] = \
         "mean_average_precision_at_r"
-    source: Literal["baseline", "finetuned"] = "finetuned"
+    source: Source = FINETUNED
 
 
 class Claim(StrictModel):
@@ -51,7 +61,7 @@ class Claim(StrictModel):
 
 class ClaimsParams(StrictModel):
     metrics: list[str] = ["ari", "mean_average_precision_at_r"]
-    source: Literal["baseline", "finetuned"] = "finetuned"
+    source: Source = FINETUNED
     comparisons: list[Claim] = [
         Claim(name="ResNet50 vs ViT-B/32", factor="model", a=["resnet50"], b=["vitb32"]),
         Claim(name="metric learning vs classification", factor="loss",
@@ -63,16 +73,16 @@ class ClaimsParams(StrictModel):
 class ScatterParams(StrictModel):
     reducer: Literal["umap", "tsne", "pca"] = "umap"
     reducer_params: dict[str, Any] = {}
-    sources: list[Literal["baseline", "finetuned"]] = ["baseline", "finetuned"]
-    splits: list[Literal["test", "unseen"]] = ["test", "unseen"]
+    sources: list[Source] = list(SOURCES)
+    splits: list[ReportedSplit] = list(REPORTED_SPLITS)
     max_points: int = Field(3000, ge=10)
     legend_max_classes: int = Field(12, ge=0)
     seed: int = 0
 
 
 class GalleryParams(StrictModel):
-    source: Literal["baseline", "finetuned"] = "finetuned"
-    splits: list[Literal["test", "unseen"]] = ["unseen", "test"]
+    source: Source = FINETUNED
+    splits: list[ReportedSplit] = [UNSEEN, TEST]
     n_pure: int = Field(4, ge=0)
     n_mixed: int = Field(4, ge=0)
     thumbnails_per_cluster: int = Field(8, ge=1, le=32)

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from compcars_kedro.names import FINETUNED, LABELLED_MODES, MODE_ORDER, REFERENCE, SOURCES
+
 logger = logging.getLogger(__name__)
 
 RUN_KEYS: tuple[str, ...] = ("variant", "model", "loss", "views", "seed")
@@ -36,10 +38,6 @@ FACTORS: tuple[str, ...] = ("model", "loss", "views")
 OPTIONAL_RUN_KEYS: tuple[str, ...] = ("split_seed",)
 #: retrieval split -> which models it measures (val only tunes; it is kept as ``val``)
 SPLIT_MODELS = {"test": "seen", "unseen": "unseen", "val": "val"}
-#: selection modes, preferred first; ``reference`` (kmeans given the true k) and ``oracle``
-#: (tuned on the reported labels) are labelled bounds, never the headline unless nothing else
-MODE_ORDER = ("transfer", "internal", "reference", "oracle")
-LABELLED_MODES = frozenset({"reference", "oracle"})
 #: metrics where higher is better (an "improvement %" is only defined for these)
 HIGHER_IS_BETTER = frozenset({"precision_at_1", "r_precision", "mean_average_precision_at_r",
                               "ari", "ami", "nmi", "purity", "pct_pure_clusters",
@@ -254,7 +252,7 @@ def run_summary(long: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.D
             h = h.sort_values("epoch")
             val = h.get("mean_average_precision_at_r", pd.Series(dtype=float)).astype(float)
             best = int(val.idxmax()) if val.notna().any() else None
-            facts.append({**dict(zip(RUN_KEYS, key, strict=True)), "source": "finetuned",
+            facts.append({**dict(zip(RUN_KEYS, key, strict=True)), "source": FINETUNED,
                           "epochs": int(h["epoch"].max()),
                           "best_epoch": int(h.loc[best, "epoch"]) if best is not None else math.nan,
                           "best_val_map_at_r": float(val.max()) if best is not None else math.nan,
@@ -322,7 +320,7 @@ def improvement(long: pd.DataFrame, confidence: float = 0.95, epsilon: float = 0
     per_run = (reported.groupby([*idx, "source"], sort=True)["value"].mean()
                .unstack("source").reset_index())
     per_run.columns.name = None
-    for source in ("baseline", "finetuned"):
+    for source in SOURCES:
         if source not in per_run:
             per_run[source] = math.nan
     per_run["abs"] = per_run["finetuned"] - per_run["baseline"]
@@ -375,7 +373,7 @@ def clustering_methods(clustering: pd.DataFrame, confidence: float = 0.95,
         out = out.merge(true_k.groupby(by)["uses_true_k"].any().reset_index(), on=by, how="left")
     true_k = out["uses_true_k"].fillna(False).astype(bool) if "uses_true_k" in out else False
     out["label"] = np.select(
-        [out["selection_mode"].eq("reference") | true_k, out["selection_mode"].eq("oracle")],
+        [out["selection_mode"].eq(REFERENCE) | true_k, out["selection_mode"].eq("oracle")],
         ["reference: given the true number of models", "oracle: tuned on the reported labels"],
         "")
     order = {m: i for i, m in enumerate(MODE_ORDER)}

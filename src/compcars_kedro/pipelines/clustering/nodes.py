@@ -11,16 +11,28 @@ import pandas as pd
 
 from compcars_kedro.clustering.clusterers import CLUSTERERS
 from compcars_kedro.clustering.matched import matched_draws
-from compcars_kedro.clustering.selection import REFERENCE_MODE, run_grid
-from compcars_kedro.params import ClusteringParams, validate
+from compcars_kedro.clustering.run import run_grid
+from compcars_kedro.names import (
+    BASELINE,
+    FINETUNED,
+    INTERNAL,
+    ORACLE,
+    REFERENCE,
+    TEST,
+    TRANSFER,
+    UNSEEN,
+    VAL,
+)
+from compcars_kedro.params import ClusteringParams
 from compcars_kedro.training.loop import retrieval_metrics
 from compcars_kedro.types import EmbeddingSet
+from compcars_kedro.validation import validate
 
 logger = logging.getLogger(__name__)
 
 #: reported splits: ``test`` holds seen models (never trained on, never used for selection),
 #: ``unseen`` holds models held out of training entirely. ``val`` is only a selection split.
-REPORTED = {"test": "seen", "unseen": "unseen"}
+REPORTED = {TEST: "seen", UNSEEN: "unseen"}
 
 
 def cluster_embeddings(
@@ -35,12 +47,12 @@ def cluster_embeddings(
     KMeans with the true k appears once per (source, split), as selection ``reference``.
     """
     p = validate(ClusteringParams, parameters, "clustering")
-    sets = {"baseline": (baseline_val, baseline_test, baseline_unseen),
-            "finetuned": (finetuned_val, finetuned_test, finetuned_unseen)}
+    sets = {BASELINE: (baseline_val, baseline_test, baseline_unseen),
+            FINETUNED: (finetuned_val, finetuned_test, finetuned_unseen)}
     metrics, assignments = [], []
     for source, (val, test, unseen) in sets.items():
         cache: dict[tuple, Any] = {}  # reductions shared by the modes and splits of a source
-        for split, emb in (("test", test), ("unseen", unseen)):
+        for split, emb in ((TEST, test), (UNSEEN, unseen)):
             table, assign = cluster_split(emb, val, p, p.reducers, p.clusterers, cache, split)
             keys = {**finetuning_config["keys"], "source": source, "split": split,
                     "models": REPORTED[split]}
@@ -80,14 +92,14 @@ def cluster_split(emb: EmbeddingSet, val: EmbeddingSet, p: ClusteringParams,
         if not methods:
             continue
         kwargs: dict[str, Any] = {}
-        if mode == "transfer":
+        if mode == TRANSFER:
             kwargs = {"X_select": val.vectors, "y_select": val.index["label"].to_numpy()}
         table, assign = run_grid(emb.vectors, y, reducers, methods, mode, **common, **kwargs)
-        split_of = {"transfer": "val", "oracle": split, "internal": "none"}
+        split_of = {TRANSFER: VAL, ORACLE: split, INTERNAL: "none"}
         tables.append(table.assign(selection_split=np.where(
-            table["selection_mode"] == REFERENCE_MODE, "none", split_of[mode])))
+            table["selection_mode"] == REFERENCE, "none", split_of[mode])))
         is_ref = assign["clusterer"].isin(true_k).to_numpy()
-        assigns.append(assign.assign(selection_mode=np.where(is_ref, REFERENCE_MODE, mode)))
+        assigns.append(assign.assign(selection_mode=np.where(is_ref, REFERENCE, mode)))
     assign = pd.concat(assigns, ignore_index=True) if assigns else pd.DataFrame(
         columns=["row", "reducer", "clusterer", "cluster", "selection_mode"])
     return pd.concat(tables, ignore_index=True), assign
@@ -115,8 +127,8 @@ def matched_metrics(
     p = validate(ClusteringParams, parameters, "clustering")
     m = p.matched
     clusterers = m.clusterers if m.clusterers is not None else p.clusterers
-    sets = {"baseline": (baseline_val, baseline_test, baseline_unseen),
-            "finetuned": (finetuned_val, finetuned_test, finetuned_unseen)}
+    sets = {BASELINE: (baseline_val, baseline_test, baseline_unseen),
+            FINETUNED: (finetuned_val, finetuned_test, finetuned_unseen)}
     rows: list[pd.DataFrame] = []
     for source, (val, test, unseen) in sets.items():
         try:
@@ -128,7 +140,7 @@ def matched_metrics(
             continue
         cache: dict[tuple, Any] = {}
         for d, (idx_test, idx_unseen) in enumerate(draws):
-            for split, emb, idx in (("test", test, idx_test), ("unseen", unseen, idx_unseen)):
+            for split, emb, idx in ((TEST, test, idx_test), (UNSEEN, unseen, idx_unseen)):
                 sub = EmbeddingSet(emb.vectors[idx], emb.index.iloc[idx].reset_index(drop=True))
                 y = np.array(sub.index["label"].to_numpy())
                 front = {"source": source, "split": split, "models": REPORTED[split],

@@ -17,8 +17,9 @@ from compcars_kedro.data.fingerprint import (
 )
 from compcars_kedro.data.imaging import CropPlan, CropSpec, check_decodes, parallel_map
 from compcars_kedro.data.raw import RawSource, parse_compcars, parse_manifest_csv
-from compcars_kedro.params import DataEngineeringParams, validate
+from compcars_kedro.params import DataEngineeringParams
 from compcars_kedro.types import CropsStore
+from compcars_kedro.validation import validate
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,12 @@ import pandas as pd
 from compcars_kedro.data.fingerprint import check_versions
 from compcars_kedro.data.views import build_view_data, label_map, with_splits
 from compcars_kedro.device import current_device
-from compcars_kedro.params import FinetuningParams, validate
+from compcars_kedro.params import FinetuningParams
 from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.checkpoint import Checkpoint, work_dir_lock
 from compcars_kedro.training.loop import fit
 from compcars_kedro.types import CropsStore
+from compcars_kedro.validation import validate
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from compcars_kedro.grid import Variant, deep_merge
-from compcars_kedro.params import FinetuningParams, validate
+from compcars_kedro.params import FinetuningParams
 from compcars_kedro.types import VariantFailed
+from compcars_kedro.validation import validate
 
 logger = logging.getLogger(__name__)
 
