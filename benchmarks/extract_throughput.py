@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from compcars_kedro.training import ModelConfig, ViewData, build_model
-from compcars_kedro.training.loop import _autocast, extract_embeddings
+from compcars_kedro.training.inference import autocast, extract_embeddings
 from compcars_kedro.training.toy import TINY_ARCH
 
 
@@ -68,7 +68,7 @@ def main() -> None:
 
         def plain() -> float:
             t0 = time.perf_counter()
-            with torch.no_grad(), _autocast(device, True):
+            with torch.no_grad(), autocast(device, True):
                 for _ in range(args.batches):
                     model.embed(x)
             if device.type == "cuda":

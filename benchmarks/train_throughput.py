@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig, ViewData, build_model
-from compcars_kedro.training.loop import Trainer
 from compcars_kedro.training.toy import TINY_ARCH
+from compcars_kedro.training.trainer import Trainer
 
 logger = logging.getLogger("train_throughput")
 

@@ -72,7 +72,7 @@ def test_retrieval_metrics_on_read_only_arrays_do_not_warn() -> None:
     # torch warns once per process: check in a fresh interpreter
     code = (
         "import numpy as np\n"
-        "from compcars_kedro.training.loop import retrieval_metrics\n"
+        "from compcars_kedro.training.metrics import retrieval_metrics\n"
         "e = np.random.default_rng(0).normal(size=(12, 4)).astype('float32')\n"
         "l = np.repeat(np.arange(3), 4)\n"
         "e.flags.writeable = False; l.flags.writeable = False\n"

@@ -68,7 +68,7 @@ def test_kedro_run_is_one_finished_mlflow_run_matching_outputs(tiny_run) -> None
     assert "checkpoint/finetuned_checkpoint/model.safetensors" in ckpt
     # the model loads back with MLflow and embeds like the checkpoint it came from
     from compcars_kedro.training.checkpoint import load_checkpoint
-    from compcars_kedro.training.loop import model_from_checkpoint
+    from compcars_kedro.training.inference import model_from_checkpoint
 
     mlflow.set_tracking_uri(client._tracking_client.tracking_uri)
     pyfunc = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")

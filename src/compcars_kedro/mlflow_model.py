@@ -23,7 +23,7 @@ class EmbeddingModel(PythonModel):
     """pyfunc wrapper around ``model_from_checkpoint(...).embed``."""
 
     def load_context(self, context: Any) -> None:
-        from compcars_kedro.training.loop import model_from_checkpoint
+        from compcars_kedro.training.inference import model_from_checkpoint
 
         self.model = model_from_checkpoint(context.artifacts["checkpoint"], device="cpu")
 

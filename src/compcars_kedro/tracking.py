@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from compcars_kedro.training.loop import RETRIEVAL_METRICS
+from compcars_kedro.training.metrics import RETRIEVAL_METRICS
 
 HISTORY_METRICS = ("train_loss", "val_loss", "precision_at_1", "r_precision",
                    "mean_average_precision_at_r", "accuracy", "lr_backbone", "lr_head",

@@ -22,7 +22,8 @@ from compcars_kedro.params import (
 )
 from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.data import ViewData
-from compcars_kedro.training.loop import Trainer, extract_embeddings
+from compcars_kedro.training.inference import extract_embeddings
+from compcars_kedro.training.trainer import Trainer
 from tests.conftest import ROOT
 from tests.realconfig.conftest import DEVICE, NUM_WORKERS, compcars_parameters
 

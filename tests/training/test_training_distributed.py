@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig, fit
-from compcars_kedro.training.distributed import DistContext, loopback_store, resolve_backend
+from compcars_kedro.training.dist_context import DistContext
+from compcars_kedro.training.distributed import loopback_store, resolve_backend
 from compcars_kedro.training.toy import TINY_ARCH, make_toy_data
 
 #: LayerNorm model (no BatchNorm): DDP over 2 ranks must reproduce one process up to float

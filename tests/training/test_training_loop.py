@@ -27,7 +27,7 @@ from compcars_kedro.training import (
 from compcars_kedro.training.augment import prepare_images
 from compcars_kedro.training.config import AugmentConfig
 from compcars_kedro.training.data import ViewBatchDataset, pk_batches
-from compcars_kedro.training.loop import HISTORY_COLUMNS
+from compcars_kedro.training.metrics import HISTORY_COLUMNS
 from compcars_kedro.training.toy import TINY_ARCH, make_toy_data
 
 VIT = {"name": "vitb32", "image_size": 32, "arch": TINY_ARCH["vitb32"]}

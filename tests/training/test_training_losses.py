@@ -11,9 +11,9 @@ import torch
 from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.augment import prepare_images
 from compcars_kedro.training.data import ViewBatchDataset
-from compcars_kedro.training.loop import Trainer
 from compcars_kedro.training.losses import ClipLoss, ClipLossParams
 from compcars_kedro.training.toy import TINY_ARCH, make_toy_data
+from compcars_kedro.training.trainer import Trainer
 
 CASES = [
     # (loss, loss params, model, head, views, steps)

@@ -3,7 +3,7 @@
 Written like the crops store: ``vectors`` may be a ready array (written without a second copy,
 converted to float32 block by block when needed) or a lazy producer with ``write_npy(path)``
 that streams into the version's ``.partial`` folder, e.g. :class:`EmbeddingPlan`, which runs
-:func:`~compcars_kedro.training.loop.extract_embeddings` straight into a
+:func:`~compcars_kedro.training.inference.extract_embeddings` straight into a
 ``numpy.lib.format.open_memmap`` of the output file.
 """
 
@@ -43,7 +43,7 @@ class EmbeddingPlan:
         return len(self.data)
 
     def write_npy(self, path: Path) -> None:
-        from compcars_kedro.training.loop import extract_embeddings
+        from compcars_kedro.training.inference import extract_embeddings
 
         out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=self.shape)
         extract_embeddings(self.model, self.data, batch_size=self.batch_size, device=self.device,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -86,29 +87,7 @@ def clip_layers_summary(table: pd.DataFrame | None, confidence: float = 0.95
     rows = []
     for key, g in table.groupby(groups, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        row = {**dict(zip(groups, key, strict=True)), "n_runs": len(g),
-               "layer_counts": ",".join(str(int(v)) for v in sorted(g["trainable_layers"].unique()))}
-        for metric in metrics:
-            short = SHORT[metric]
-            row[f"pearson_r_{short}"] = pearson_r(g["trainable_layers"], g[metric])
-            p = points[(points["metric"] == metric)]
-            for col, value in zip(groups, key, strict=True):
-                p = p[p[col] == value]
-            p = p[p["mean"].notna()]
-            val_col = f"val_{metric}"
-            if val_col in g and g[val_col].notna().any():
-                chooser = (g.groupby("trainable_layers")[val_col].mean().rename("choose")
-                           .reset_index())
-                p = p.merge(chooser, on="trainable_layers", how="left")
-                row[f"chosen_on_{short}"] = "val"
-            else:
-                p = p.assign(choose=p["mean"])
-                row[f"chosen_on_{short}"] = "reported split (descriptive)"
-            p = p[p["choose"].notna()].sort_values(["choose", "trainable_layers"],
-                                                   ascending=[False, True], kind="mergesort")
-            row[f"best_layers_{short}"] = int(p["trainable_layers"].iloc[0]) if len(p) else math.nan
-            row[f"best_{short}"] = float(p["mean"].iloc[0]) if len(p) else math.nan
-        rows.append(row)
+        rows.append(_summary_row(g, dict(zip(groups, key, strict=True)), metrics, points))
     summary = pd.DataFrame(rows)
     summary = summary[[*groups, *[c for c in SUMMARY_COLUMNS
                                   if c != "component" and c in summary]]]
@@ -117,3 +96,32 @@ def clip_layers_summary(table: pd.DataFrame | None, confidence: float = 0.95
         plot_points["component"] = plot_points["component"].astype(str) + " (" + \
             plot_points["models"].astype(str) + ")"
     return summary, clip_layers_figure(plot_points, metrics)
+
+
+def _summary_row(g: pd.DataFrame, group: dict[str, Any], metrics: Sequence[str],
+                 points: pd.DataFrame) -> dict[str, Any]:
+    """One component's (and models') row: run count, layer counts, then per metric Pearson r
+    and the best layer count (chosen on val when the table has ``val_<metric>``)."""
+    row = {**group, "n_runs": len(g),
+           "layer_counts": ",".join(str(int(v)) for v in sorted(g["trainable_layers"].unique()))}
+    for metric in metrics:
+        short = SHORT[metric]
+        row[f"pearson_r_{short}"] = pearson_r(g["trainable_layers"], g[metric])
+        p = points[(points["metric"] == metric)]
+        for col, value in group.items():
+            p = p[p[col] == value]
+        p = p[p["mean"].notna()]
+        val_col = f"val_{metric}"
+        if val_col in g and g[val_col].notna().any():
+            chooser = (g.groupby("trainable_layers")[val_col].mean().rename("choose")
+                       .reset_index())
+            p = p.merge(chooser, on="trainable_layers", how="left")
+            row[f"chosen_on_{short}"] = "val"
+        else:
+            p = p.assign(choose=p["mean"])
+            row[f"chosen_on_{short}"] = "reported split (descriptive)"
+        p = p[p["choose"].notna()].sort_values(["choose", "trainable_layers"],
+                                               ascending=[False, True], kind="mergesort")
+        row[f"best_layers_{short}"] = int(p["trainable_layers"].iloc[0]) if len(p) else math.nan
+        row[f"best_{short}"] = float(p["mean"].iloc[0]) if len(p) else math.nan
+    return row

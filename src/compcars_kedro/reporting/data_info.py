@@ -36,20 +36,7 @@ def describe_data(raw: RawSource | None, split_summary: Mapping[str, Any] | None
     """
     info: dict[str, Any] = {"raw_path": None, "kind": "unknown", "kind_text": "unknown"}
     if raw is not None:
-        info["raw_path"] = str(raw.root)
-        kind = raw.kind
-        sample = raw.root / SAMPLE_INFO if raw.kind == "compcars" else None
-        if sample is not None and sample.is_file():
-            kind = "sample"
-            try:
-                meta = json.loads(Path(sample).read_text())
-                info["sample"] = {k: meta.get("counts", {}).get(k) for k in
-                                  ("images_on_disk", "images_planted", "makes", "models")}
-                info["sample"]["generator_version"] = meta.get("generator_version")
-            except (OSError, ValueError) as exc:  # described, not fatal: the data is fine
-                logger.warning("could not read %s: %s", sample, exc)
-        info["kind"] = kind
-        info["kind_text"] = KIND_TEXT.get(kind, kind)
+        info.update(_raw_kind(raw))
     summary = dict(split_summary or {})
     images = summary.get("images_per_split") or {}
     classes = summary.get("classes_per_split") or {}
@@ -58,7 +45,32 @@ def describe_data(raw: RawSource | None, split_summary: Mapping[str, Any] | None
     info["images_total"] = int(sum(images.values())) if images else None
     info["models_seen"] = classes.get("train")
     info["models_unseen"] = classes.get("unseen")
-    params = dict(parameters or {})
+    info["weights"] = _weights(models, finetuning_config, dict(parameters or {}))
+    return info
+
+
+def _raw_kind(raw: RawSource) -> dict[str, Any]:
+    """``raw_path``, ``kind``, ``kind_text`` (and ``sample``: the generator's counts)."""
+    info: dict[str, Any] = {"raw_path": str(raw.root)}
+    kind = raw.kind
+    sample = raw.root / SAMPLE_INFO if raw.kind == "compcars" else None
+    if sample is not None and sample.is_file():
+        kind = "sample"
+        try:
+            meta = json.loads(Path(sample).read_text())
+            info["sample"] = {k: meta.get("counts", {}).get(k) for k in
+                              ("images_on_disk", "images_planted", "makes", "models")}
+            info["sample"]["generator_version"] = meta.get("generator_version")
+        except (OSError, ValueError) as exc:  # described, not fatal: the data is fine
+            logger.warning("could not read %s: %s", sample, exc)
+    info["kind"] = kind
+    info["kind_text"] = KIND_TEXT.get(kind, kind)
+    return info
+
+
+def _weights(models: Sequence[str], finetuning_config: Mapping[str, Any] | None,
+             params: Mapping[str, Any]) -> dict[str, str]:
+    """Per backbone (the runs' models and the run's own), the configured weights."""
     weights: dict[str, str] = {}
     conf_models = params.get("models") or {}
     for name in dict.fromkeys([*models, *([] if not finetuning_config else
@@ -69,5 +81,4 @@ def describe_data(raw: RawSource | None, split_summary: Mapping[str, Any] | None
         if finetuning_config and (finetuning_config.get("model") or {}).get("name") == name:
             w = (finetuning_config.get("model") or {}).get("weights", w)
         weights[str(name)] = str(w) if w else "random init (no pretrained weights)"
-    info["weights"] = weights
-    return info
+    return weights

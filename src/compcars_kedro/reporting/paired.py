@@ -120,18 +120,32 @@ def best_by_val(long: pd.DataFrame, comparison: pd.DataFrame, metric: str,
                             "configuration": config_label(best), "n_configs": len(ranked),
                             "val_mean": best["mean"], "val_n": int(best["n_seeds"])}
     if len(ranked) > 1:
-        second = ranked.iloc[1]
-        a = _per_replicate(long, best, "val", metric, source)
-        b = _per_replicate(long, second, "val", metric, source)
-        shared = a.index.intersection(b.index)
-        d = paired_difference(a[shared], b[shared], confidence, alpha,
-                              (config_label(best), config_label(second)))
-        head.update({"runner_up": config_label(second), "runner_up_val_mean": second["mean"],
-                     "val_diff": d["diff"], "val_diff_ci_low": d["diff_ci_low"],
-                     "val_diff_ci_high": d["diff_ci_high"], "val_p_value": d["p_value"],
-                     "val_verdict": d["verdict"]})
+        head.update(_runner_up(long, best, ranked.iloc[1], metric, source, confidence, alpha))
     else:
         head["val_verdict"] = "single configuration: nothing to compare"
+    rows = _winner_rows(comparison, best, head, source, report_metrics)
+    if not rows:
+        rows.append(head)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _runner_up(long: pd.DataFrame, best: pd.Series, second: pd.Series, metric: str, source: str,
+               confidence: float, alpha: float) -> dict[str, Any]:
+    """The runner-up on val and the paired val difference winner - runner-up."""
+    a = _per_replicate(long, best, "val", metric, source)
+    b = _per_replicate(long, second, "val", metric, source)
+    shared = a.index.intersection(b.index)
+    d = paired_difference(a[shared], b[shared], confidence, alpha,
+                          (config_label(best), config_label(second)))
+    return {"runner_up": config_label(second), "runner_up_val_mean": second["mean"],
+            "val_diff": d["diff"], "val_diff_ci_low": d["diff_ci_low"],
+            "val_diff_ci_high": d["diff_ci_high"], "val_p_value": d["p_value"],
+            "val_verdict": d["verdict"]}
+
+
+def _winner_rows(comparison: pd.DataFrame, best: pd.Series, head: Mapping[str, Any],
+                 source: str, report_metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per seen / unseen x reported metric of the chosen configuration."""
     rows = []
     mine = comparison[(comparison["source"] == source)
                       & comparison["models"].isin(["seen", "unseen"])]
@@ -146,9 +160,7 @@ def best_by_val(long: pd.DataFrame, comparison: pd.DataFrame, metric: str,
             r = r.iloc[0]
             rows.append({**head, "models": models, "metric": m, "mean": r["mean"],
                          "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n": int(r["n_seeds"])})
-    if not rows:
-        rows.append(head)
-    return pd.DataFrame(rows, columns=cols)
+    return rows
 
 
 def _levels(values: Iterable[Any]) -> list[str]:
@@ -170,50 +182,64 @@ def factor_claims(long: pd.DataFrame, claims: Sequence[Mapping[str, Any]],
     long = with_replicate(long)
     reported = long[(long["source"] == source) & long["models"].isin(["seen", "unseen"])]
     for claim in claims:
-        factor = claim["factor"]
-        a_levels = {str(v) for v in claim["a"]}
-        b_levels = {str(v) for v in claim["b"]}
-        base = {"claim": claim["name"], "a": "+".join(sorted(a_levels)),
-                "b": "+".join(sorted(b_levels))}
-        have = set(_levels(reported[factor])) if not reported.empty else set()
-        missing = [side for side, lv in (("A", a_levels), ("B", b_levels)) if not lv & have]
-        if missing:
-            rows.append({**base, "status": (
-                f"needs runs with {factor} in {sorted(a_levels)} and in {sorted(b_levels)}; "
-                f"the results have {factor} = {sorted(have) or 'none'}")})
-            continue
-        others = [k for k in CONFIG_KEYS if k != factor]
-        sub = reported.assign(_side=np.where(reported[factor].astype(str).isin(a_levels), "a",
-                                             np.where(reported[factor].astype(str).isin(b_levels),
-                                                      "b", "")))
-        sub = sub[sub["_side"] != ""]
-        cells = (sub.groupby(["models", "metric", *others, "replicate", "_side"])["value"]
-                 .mean().unstack("_side"))
-        if "a" not in cells or "b" not in cells:
-            cells = pd.DataFrame(columns=["a", "b"])
-        cells = cells.dropna(subset=["a", "b"]).reset_index() if len(cells) else cells
-        if cells.empty:
-            rows.append({**base, "status": (
-                f"no run of {sorted(a_levels)} shares its other settings ({', '.join(others)}) "
-                f"and seed with a run of {sorted(b_levels)}")})
-            continue
-        for models in ("seen", "unseen"):
-            for metric in metrics:
-                c = cells[(cells["models"] == models) & (cells["metric"] == metric)]
-                if c.empty:
-                    continue
-                per_rep = c.groupby("replicate")[["a", "b"]].mean()
-                n_cfg = int(c.groupby([*others]).ngroups)
-                d = paired_difference(per_rep["a"], per_rep["b"], confidence, alpha,
-                                      (base["a"], base["b"]))
-                rows.append({**base, "models": models, "metric": metric,
-                             "n_matched_configs": n_cfg, **d,
-                             "replicates": ",".join(map(str, per_rep.index)), "status": "tested"
-                             if d["n"] >= 2 else "one replicate"})
+        rows += _claim_rows(reported, claim, metrics, confidence, alpha)
     return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
+def _claim_rows(reported: pd.DataFrame, claim: Mapping[str, Any], metrics: Sequence[str],
+                confidence: float, alpha: float) -> list[dict[str, Any]]:
+    """The rows of one claim: one per models x metric, or one ``status`` row saying why not."""
+    factor = claim["factor"]
+    a_levels = {str(v) for v in claim["a"]}
+    b_levels = {str(v) for v in claim["b"]}
+    base = {"claim": claim["name"], "a": "+".join(sorted(a_levels)),
+            "b": "+".join(sorted(b_levels))}
+    have = set(_levels(reported[factor])) if not reported.empty else set()
+    missing = [side for side, lv in (("A", a_levels), ("B", b_levels)) if not lv & have]
+    if missing:
+        return [{**base, "status": (
+            f"needs runs with {factor} in {sorted(a_levels)} and in {sorted(b_levels)}; "
+            f"the results have {factor} = {sorted(have) or 'none'}")}]
+    others = [k for k in CONFIG_KEYS if k != factor]
+    cells = _matched_cells(reported, factor, a_levels, b_levels, others)
+    if cells.empty:
+        return [{**base, "status": (
+            f"no run of {sorted(a_levels)} shares its other settings ({', '.join(others)}) "
+            f"and seed with a run of {sorted(b_levels)}")}]
+    rows = []
+    for models in ("seen", "unseen"):
+        for metric in metrics:
+            c = cells[(cells["models"] == models) & (cells["metric"] == metric)]
+            if c.empty:
+                continue
+            per_rep = c.groupby("replicate")[["a", "b"]].mean()
+            n_cfg = int(c.groupby([*others]).ngroups)
+            d = paired_difference(per_rep["a"], per_rep["b"], confidence, alpha,
+                                  (base["a"], base["b"]))
+            rows.append({**base, "models": models, "metric": metric,
+                         "n_matched_configs": n_cfg, **d,
+                         "replicates": ",".join(map(str, per_rep.index)), "status": "tested"
+                         if d["n"] >= 2 else "one replicate"})
+    return rows
+
+
+def _matched_cells(reported: pd.DataFrame, factor: str, a_levels: set[str], b_levels: set[str],
+                   others: Sequence[str]) -> pd.DataFrame:
+    """Mean value per models x metric x other settings x replicate of side ``a`` and ``b``
+    (rows where both sides ran)."""
+    sub = reported.assign(_side=np.where(reported[factor].astype(str).isin(a_levels), "a",
+                                         np.where(reported[factor].astype(str).isin(b_levels),
+                                                  "b", "")))
+    sub = sub[sub["_side"] != ""]
+    cells = (sub.groupby(["models", "metric", *others, "replicate", "_side"])["value"]
+             .mean().unstack("_side"))
+    if "a" not in cells or "b" not in cells:
+        cells = pd.DataFrame(columns=["a", "b"])
+    return cells.dropna(subset=["a", "b"]).reset_index() if len(cells) else cells
+
+
 CLIP_CLAIM_METRICS = ("mean_average_precision_at_r", "ari", "zero_shot_accuracy")
+NO_CLIP_TABLE = "no CLIP layers table: run `kedro run --pipelines clip_layers`"
 
 
 def clip_claims(table: pd.DataFrame | None, confidence: float = 0.95, alpha: float = 0.05,
@@ -227,12 +253,9 @@ def clip_claims(table: pd.DataFrame | None, confidence: float = 0.95, alpha: flo
       choice, not a held-out one); compared with the runner-up count, paired by seed.
     """
     if table is None or len(table) == 0:
-        return pd.DataFrame([{"claim": "CLIP vision tower vs text tower",
-                              "status": "no CLIP layers table: run `kedro run --pipelines "
-                                        "clip_layers`"},
-                             {"claim": "CLIP best layer count",
-                              "status": "no CLIP layers table: run `kedro run --pipelines "
-                                        "clip_layers`"}], columns=CLAIM_COLUMNS)
+        return pd.DataFrame([{"claim": "CLIP vision tower vs text tower", "status": NO_CLIP_TABLE},
+                             {"claim": "CLIP best layer count", "status": NO_CLIP_TABLE}],
+                            columns=CLAIM_COLUMNS)
     t = table.copy()
     t["trainable_layers"] = pd.to_numeric(t["trainable_layers"])
     unit = "seed" if "seed" in t else None
@@ -240,44 +263,58 @@ def clip_claims(table: pd.DataFrame | None, confidence: float = 0.95, alpha: flo
         t["seed"] = 0
     models = str(t["models"].iloc[0]) if "models" in t else split
     metrics = [m for m in CLIP_CLAIM_METRICS if m in t and t[m].notna().any()]
-    rows = []
+    rows = _vision_text_rows(t, models, metrics, confidence, alpha)
+    for component, g in t.groupby("component", sort=True):
+        for metric in metrics:
+            row = _best_layer_row(g, component, models, metric, confidence, alpha)
+            if row is not None:
+                rows.append(row)
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def _vision_text_rows(t: pd.DataFrame, models: str, metrics: Sequence[str], confidence: float,
+                      alpha: float) -> list[dict[str, Any]]:
+    """Vision minus text tower per metric, matched on layer count and seed."""
     comps = set(t["component"].astype(str))
     base = {"claim": "CLIP vision tower vs text tower", "a": "vision", "b": "text"}
     if not {"vision", "text"} <= comps:
-        rows.append({**base, "status": f"needs both components; the table has {sorted(comps)}"})
-    else:
-        for metric in metrics:
-            w = t.pivot_table(index=["trainable_layers", "seed"], columns="component",
-                              values=metric, aggfunc="mean").dropna(subset=["vision", "text"])
-            if w.empty:
-                continue
-            per_seed = w.groupby(level="seed")[["vision", "text"]].mean()
-            d = paired_difference(per_seed["vision"], per_seed["text"], confidence, alpha,
-                                  ("vision", "text"))
-            rows.append({**base, "models": models, "metric": metric,
-                         "n_matched_configs": int(w.index.get_level_values(0).nunique()), **d,
-                         "replicates": ",".join(map(str, per_seed.index)),
-                         "status": "tested" if d["n"] >= 2 else "one replicate"})
-    for component, g in t.groupby("component", sort=True):
-        for metric in metrics:
-            val_col = f"val_{metric}"
-            chooser = val_col if val_col in g and g[val_col].notna().any() else metric
-            means = g.groupby("trainable_layers")[chooser].mean().dropna()
-            if len(means) < 2:
-                continue
-            ranked = means.reset_index().sort_values([chooser, "trainable_layers"],
-                                                     ascending=[False, True], kind="mergesort")
-            best, second = ranked["trainable_layers"].iloc[0], ranked["trainable_layers"].iloc[1]
-            a = g[g["trainable_layers"] == best].groupby("seed")[metric].mean()
-            b = g[g["trainable_layers"] == second].groupby("seed")[metric].mean()
-            shared = a.index.intersection(b.index)
-            d = paired_difference(a[shared], b[shared], confidence, alpha,
-                                  (f"{best:g} layers", f"{second:g} layers"))
-            how = ("chosen on val" if chooser == val_col else
-                   f"chosen on the reported split ({models}): the table has no val column, so "
-                   "this choice is descriptive, not held out")
-            rows.append({"claim": f"CLIP best layer count ({component})", "a": f"{best:g}",
-                         "b": f"{second:g} (runner-up)", "models": models, "metric": metric,
-                         "n_matched_configs": 1, **d,
-                         "replicates": ",".join(map(str, shared)), "status": how})
-    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+        return [{**base, "status": f"needs both components; the table has {sorted(comps)}"}]
+    rows = []
+    for metric in metrics:
+        w = t.pivot_table(index=["trainable_layers", "seed"], columns="component",
+                          values=metric, aggfunc="mean").dropna(subset=["vision", "text"])
+        if w.empty:
+            continue
+        per_seed = w.groupby(level="seed")[["vision", "text"]].mean()
+        d = paired_difference(per_seed["vision"], per_seed["text"], confidence, alpha,
+                              ("vision", "text"))
+        rows.append({**base, "models": models, "metric": metric,
+                     "n_matched_configs": int(w.index.get_level_values(0).nunique()), **d,
+                     "replicates": ",".join(map(str, per_seed.index)),
+                     "status": "tested" if d["n"] >= 2 else "one replicate"})
+    return rows
+
+
+def _best_layer_row(g: pd.DataFrame, component: Any, models: str, metric: str,
+                    confidence: float, alpha: float) -> dict[str, Any] | None:
+    """The best layer count of one component vs the runner-up (None: under two counts)."""
+    val_col = f"val_{metric}"
+    chooser = val_col if val_col in g and g[val_col].notna().any() else metric
+    means = g.groupby("trainable_layers")[chooser].mean().dropna()
+    if len(means) < 2:
+        return None
+    ranked = means.reset_index().sort_values([chooser, "trainable_layers"],
+                                             ascending=[False, True], kind="mergesort")
+    best, second = ranked["trainable_layers"].iloc[0], ranked["trainable_layers"].iloc[1]
+    a = g[g["trainable_layers"] == best].groupby("seed")[metric].mean()
+    b = g[g["trainable_layers"] == second].groupby("seed")[metric].mean()
+    shared = a.index.intersection(b.index)
+    d = paired_difference(a[shared], b[shared], confidence, alpha,
+                          (f"{best:g} layers", f"{second:g} layers"))
+    how = ("chosen on val" if chooser == val_col else
+           f"chosen on the reported split ({models}): the table has no val column, so "
+           "this choice is descriptive, not held out")
+    return {"claim": f"CLIP best layer count ({component})", "a": f"{best:g}",
+            "b": f"{second:g} (runner-up)", "models": models, "metric": metric,
+            "n_matched_configs": 1, **d,
+            "replicates": ",".join(map(str, shared)), "status": how}

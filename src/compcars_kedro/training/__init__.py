@@ -16,19 +16,16 @@ from .config import (
     TrainingConfig,
 )
 from .data import ViewData
-from .loop import (
-    FitResult,
-    Trainer,
-    extract_embeddings,
-    fit,
-    model_from_checkpoint,
-    retrieval_metrics,
-)
+from .fit import fit
+from .inference import extract_embeddings, model_from_checkpoint
+from .loop import FitResult
 from .losses import LOSS_REGISTRY, LossConfig, build_loss, validate_combination
+from .metrics import retrieval_metrics
 from .miners import MINERS, MinerConfig
 from .models import MODEL_REGISTRY, EmbeddingModel, ModelConfig, build_model, param_groups
 from .seed import seed_everything
 from .tokenizer import build_prompt
+from .trainer import Trainer
 from .weights import WeightsNotAvailableError
 
 __all__ = [

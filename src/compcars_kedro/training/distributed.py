@@ -1,6 +1,6 @@
 """Multi-process training of ONE run with DistributedDataParallel (``training.ddp``).
 
-:func:`fit_distributed` (called by :func:`~compcars_kedro.training.loop.fit` when
+:func:`fit_distributed` (called by :func:`~compcars_kedro.training.fit.fit` when
 ``training.ddp.world_size > 1``) starts ``world_size`` local processes with
 ``torch.multiprocessing.spawn`` (so ``kedro run`` itself runs once), backend ``nccl`` on CUDA
 (rank r on ``cuda:r``; choose the GPUs with ``CUDA_VISIBLE_DEVICES``) or ``gloo`` on CPU.
@@ -35,63 +35,25 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as torch_dist
-from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .data import ViewData
+from .dist_context import DistContext
+from .inference import model_from_checkpoint
+from .loop import FitResult, fit_rank, fit_result
 from .losses import LossConfig
 from .models import ModelConfig
+from .state import TrainState
 
 logger = logging.getLogger(__name__)
 
 LOCALHOST = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in the process group."""
-
-    rank: int
-    world_size: int
-    backend: str
-    device: torch.device
-
-    def shard(self, batch: np.ndarray) -> np.ndarray:
-        """This rank's contiguous share of a global index batch (trimmed to a multiple of N)."""
-        n = len(batch) // self.world_size
-        if n == 0:
-            raise ValueError(
-                f"a batch of {len(batch)} samples cannot be split over "
-                f"training.ddp.world_size={self.world_size} processes"
-            )
-        return batch[self.rank * n : (self.rank + 1) * n]
-
-    def mean(self, value: torch.Tensor) -> torch.Tensor:
-        """Mean of ``value`` over ranks."""
-        out = value.detach().clone().to(self.device)
-        torch_dist.all_reduce(out)
-        return out / self.world_size
-
-    def broadcast_flag(self, flag: bool) -> bool:
-        """Rank 0's ``flag`` on every rank."""
-        t = torch.tensor([int(flag)], device=self.device)
-        torch_dist.broadcast(t, src=0)
-        return bool(t.item())
-
-    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
-        """``DistributedDataParallel`` around ``module``."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids)  # buffers: rank 0's, each forward
 
 
 def resolve_backend(backend: str, cuda: bool) -> str:
@@ -151,10 +113,8 @@ def fit_distributed(
     device: str | torch.device,
     work_dir: Path | str | None = None,
     **kwargs: Any,
-) -> Any:
-    """:func:`~compcars_kedro.training.loop.fit` over ``training.ddp.world_size`` processes."""
-    from .loop import fit_result, model_from_checkpoint
-
+) -> FitResult:
+    """:func:`~compcars_kedro.training.fit.fit` over ``training.ddp.world_size`` processes."""
     ddp = train_cfg.ddp
     world = ddp.world_size
     cuda = torch.device(device).type == "cuda"
@@ -186,7 +146,8 @@ def fit_distributed(
         best, last = load_checkpoint(work / "best"), load_checkpoint(work / "last")
         baseline = load_checkpoint(work / "baseline")
     model = model_from_checkpoint(best, device=device)
-    return fit_result(model, None, best, last, last.meta["history"], baseline)
+    history = TrainState.from_dict(last.meta).history
+    return fit_result(model, None, best, last, history, baseline)
 
 
 def _worker(
@@ -199,8 +160,6 @@ def _worker(
     payload: tuple[Any, ...],
 ) -> None:
     """One rank: join the group, train with :func:`~compcars_kedro.training.loop.fit_rank`."""
-    from .loop import fit_rank
-
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s [rank {rank}/{world}] %(levelname)s %(name)s: %(message)s",

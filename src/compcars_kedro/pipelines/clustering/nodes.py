@@ -24,7 +24,7 @@ from compcars_kedro.names import (
     VAL,
 )
 from compcars_kedro.params import ClusteringParams
-from compcars_kedro.training.loop import retrieval_metrics
+from compcars_kedro.training.metrics import retrieval_metrics
 from compcars_kedro.types import EmbeddingSet
 from compcars_kedro.validation import validate
 

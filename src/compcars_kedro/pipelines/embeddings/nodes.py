@@ -13,11 +13,8 @@ from compcars_kedro.data.fingerprint import check_versions
 from compcars_kedro.data.views import build_view_data, with_splits
 from compcars_kedro.device import current_device
 from compcars_kedro.training.checkpoint import Checkpoint
-from compcars_kedro.training.loop import (
-    extract_embeddings,
-    model_from_checkpoint,
-    retrieval_metrics,
-)
+from compcars_kedro.training.inference import extract_embeddings, model_from_checkpoint
+from compcars_kedro.training.metrics import retrieval_metrics
 from compcars_kedro.types import CropsStore, EmbeddingSet
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from compcars_kedro.device import current_device
 from compcars_kedro.params import FinetuningParams
 from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.checkpoint import Checkpoint, work_dir_lock
-from compcars_kedro.training.loop import fit
+from compcars_kedro.training.fit import fit
 from compcars_kedro.types import CropsStore
 from compcars_kedro.validation import validate
 
