@@ -40,6 +40,7 @@ from compcars_kedro._environment import configure_environment
 from compcars_kedro.clustering import CLUSTERERS, run_grid
 from compcars_kedro.clustering.parallel import effective_n_jobs
 from compcars_kedro.clustering.reducers import UMAP_APPROX_MIN_ROWS
+from compcars_kedro.names import INTERNAL
 
 logger = logging.getLogger("clustering_scale")
 
@@ -84,7 +85,7 @@ def main() -> None:
         # as many rows as the exact-kNN path needs: the path of the timed runs (a smaller
         # input would compile pynndescent's uncacheable nn_descent, which they never use)
         Xw, yw = make_embeddings(UMAP_APPROX_MIN_ROWS, 64, 10, args.noise, args.seed)
-        run_grid(Xw, yw, ["umap"], ["kmeans"], "internal", seed=args.seed, n_jobs=1,
+        run_grid(Xw, yw, ["umap"], ["kmeans"], INTERNAL, seed=args.seed, n_jobs=1,
                  progress=False)
         print(f"numba warm-up (UMAP on {len(Xw)} points, in-process): "
               f"{time.perf_counter() - t0:.1f}s")
@@ -98,7 +99,7 @@ def main() -> None:
         cache: dict = {}  # filled with this run's reductions (compared below)
         t0 = time.perf_counter()
         metrics, assign = run_grid(
-            X, y, args.reducers, args.clusterers, "internal", seed=args.seed, progress=False,
+            X, y, args.reducers, args.clusterers, INTERNAL, seed=args.seed, progress=False,
             n_jobs=n_jobs, reduction_cache=cache,
         )
         total = time.perf_counter() - t0

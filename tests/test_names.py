@@ -23,3 +23,24 @@ def test_name_lists_are_consistent() -> None:
     assert set(names.REPORTED_SPLITS) < set(names.EVAL_SPLITS)
     assert set(names.SELECTION_MODES) < set(names.MODE_ORDER)
     assert len(set(names.REJECT_REASONS)) == len(names.REJECT_REASONS)
+
+
+def test_grid_and_study_names() -> None:
+    from compcars_kedro.grid import Variant
+
+    assert names.split_namespace(5) == "split_ss5"
+    assert Variant("resnet18", "arcface", "front", 0, split_seed=5).split_namespace == "split_ss5"
+    assert names.study_table("grid", "status") == "grid_status"
+    assert names.FINETUNE_CHECKPOINTS == ("baseline_checkpoint", "finetuned_checkpoint",
+                                          "last_checkpoint")
+    assert (names.INTERNAL, names.TRANSFER, names.ORACLE) == ("internal", "transfer", "oracle")
+
+
+def test_pipelines_use_the_names() -> None:
+    """The finetune node is recognised by the hook's rule, and writes the listed checkpoints."""
+    from compcars_kedro.pipelines.embeddings import create_pipeline as embeddings
+    from compcars_kedro.pipelines.finetuning import create_pipeline as finetuning
+
+    train = [n for n in finetuning().nodes if names.is_finetune_node(n.name)]
+    assert len(train) == 1 and train[0].outputs[:3] == list(names.FINETUNE_CHECKPOINTS)
+    assert set(names.embedding_names()) <= set(embeddings().all_outputs())

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compcars_kedro.names import split_namespace
 from compcars_kedro.types import VariantFailed
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Variant:
     @property
     def split_namespace(self) -> str | None:
         """Namespace of this variant's split tables (``split_ss<seed>``), None = top level."""
-        return None if self.split_seed is None else f"split_ss{self.split_seed}"
+        return None if self.split_seed is None else split_namespace(self.split_seed)
 
     @property
     def name(self) -> str:

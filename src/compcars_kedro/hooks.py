@@ -8,6 +8,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from compcars_kedro.names import FINETUNED, checkpoint_name, is_finetune_node
 from compcars_kedro.params import base_parameter_keys, validate_parameters
 from compcars_kedro.preflight import check_upstream_data, project_conf_source
 
@@ -25,7 +26,7 @@ class ValidateParametersHook:
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         if "parameters" in catalog:
-            trains = any(n.name.split(".")[-1] == "finetune" for n in pipeline.nodes)
+            trains = any(is_finetune_node(n.name) for n in pipeline.nodes)
             known = base_parameter_keys(project_conf_source(run_params))
             validate_parameters(catalog.load("parameters"), check_weights=trains,
                                 known_keys=known)
@@ -48,7 +49,7 @@ class MlflowArtifactsHook:
         "finetuning_metrics": "tables",
         "retrieval_metrics": "tables",
         "clustering_metrics": "tables",
-        "finetuned_checkpoint": "checkpoint",
+        checkpoint_name(FINETUNED): "checkpoint",
         "report_html": "report",
     }
 

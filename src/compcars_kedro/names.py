@@ -38,9 +38,9 @@ SELECTION_MODES: tuple[str, ...] = get_args(SelectionMode)
 #: they appear in the tables beside the modes
 REFERENCE = "reference"
 #: table order of every mode that can appear in a clustering table
-MODE_ORDER: tuple[str, ...] = ("transfer", "internal", REFERENCE, "oracle")
+MODE_ORDER: tuple[str, ...] = (TRANSFER, INTERNAL, REFERENCE, ORACLE)
 #: modes whose numbers use labels of the reported split: labelled wherever they appear
-LABELLED_MODES = frozenset({REFERENCE, "oracle"})
+LABELLED_MODES = frozenset({REFERENCE, ORACLE})
 
 # --- reject reasons (the ``reason`` column of ``rejected_images``) ----------------------------
 MISSING_FILE = "missing_file"
@@ -90,3 +90,24 @@ def embedding_names(sources: tuple[str, ...] = SOURCES, splits: tuple[str, ...] 
 def checkpoint_name(source: str, namespace: str | None = None) -> str:
     """Catalog name of a stage's checkpoint: ``baseline_checkpoint`` / ``finetuned_checkpoint``."""
     return namespaced(f"{source}_checkpoint", namespace)
+
+
+LAST_CHECKPOINT = "last_checkpoint"
+#: the checkpoints the finetune node writes, in its output order (baseline, best, last)
+FINETUNE_CHECKPOINTS: tuple[str, ...] = (checkpoint_name(BASELINE), checkpoint_name(FINETUNED),
+                                         LAST_CHECKPOINT)
+#: the split tables a grid variant reads from its split seed's namespace
+SPLIT_TABLES: tuple[str, ...] = ("multiview_samples", "image_splits")
+#: the tables a study's collection node writes, as ``<study>_<table>``
+STUDY_TABLES: tuple[str, ...] = ("status", "training_history", "retrieval_metrics",
+                                 "clustering_metrics")
+
+
+def split_namespace(split_seed: int) -> str:
+    """Namespace of the split tables of one grid split seed: ``split_ss<seed>``."""
+    return f"split_ss{split_seed}"
+
+
+def study_table(study: str, table: str) -> str:
+    """Catalog name of a study's collected table, e.g. ``grid_retrieval_metrics``."""
+    return f"{study}_{table}"

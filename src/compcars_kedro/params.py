@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from compcars_kedro.data.raw import VIEWPOINT_NAMES
+from compcars_kedro.names import INTERNAL, TRANSFER, SelectionMode
 from compcars_kedro.validation import StrictModel, validate
 
 
@@ -29,7 +30,6 @@ class DedupParams(StrictModel):
     method: Literal["phash", "dhash", "average_hash", "whash"] = "phash"
     hash_size: int = Field(16, ge=4, le=64, description="hash side; the hash has hash_size**2 bits")
     max_distance: int = Field(20, ge=0, description="Hamming distance (bits) of one group")
-    num_workers: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _distance(self) -> DedupParams:
@@ -273,7 +273,7 @@ class ClusteringParams(StrictModel):
 
     reducers: list[str] = ["pca", "umap"]
     clusterers: list[str] = ["dbscan", "hdbscan", "agglomerative", "optics", "kmeans"]
-    selection_modes: list[Literal["internal", "transfer", "oracle"]] = ["internal", "transfer"]
+    selection_modes: list[SelectionMode] = [INTERNAL, TRANSFER]
     reducer_params: dict[str, dict[str, Any]] = {}
     grids: dict[str, dict[str, list[Any]]] = {}
     max_density_dims: int = Field(50, ge=2)

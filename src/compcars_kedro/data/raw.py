@@ -32,6 +32,13 @@ import pandas as pd
 from PIL import Image
 
 from compcars_kedro.data.imaging import displayed_size
+from compcars_kedro.names import (
+    DECOMPRESSION_BOMB,
+    DUPLICATE_PATH,
+    MISSING_FILE,
+    MISSING_LABEL,
+    PATH_OUTSIDE_ROOT,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +188,7 @@ def read_header(path: Path) -> ImageHeader:
             with Image.open(path) as img:
                 (w, h), rotated = displayed_size(img)
     except Image.DecompressionBombError as exc:
-        return ImageHeader(error=("decompression_bomb", str(exc)[:200]))
+        return ImageHeader(error=(DECOMPRESSION_BOMB, str(exc)[:200]))
     except Exception:  # noqa: BLE001 - any unreadable header is recorded downstream
         return ImageHeader()
     return ImageHeader(float(w), float(h), rotated)
@@ -240,8 +247,8 @@ def parse_compcars(root: Path) -> pd.DataFrame:
         rel_img = f.relative_to(image_root).as_posix()
         seen.add(rel_img)
         rows.append(_compcars_row(root, rel_img, exists=True, label_root=label_root))
-    for f, reason, detail in [(f, "missing_file", "broken symlink") for f in broken] + [
-            (f, "path_outside_root", f"symlink to {f.resolve()} leaves {real_root}; not followed")
+    for f, reason, detail in [(f, MISSING_FILE, "broken symlink") for f in broken] + [
+            (f, PATH_OUTSIDE_ROOT, f"symlink to {f.resolve()} leaves {real_root}; not followed")
             for f in outside]:
         rel_img = f.relative_to(image_root).as_posix()
         seen.add(rel_img)
@@ -354,16 +361,16 @@ def parse_manifest_csv(csv_path: Path, *, allow_absolute_paths: bool = False) ->
                                                 first_line, line)
         exists = reason is None and (base / rel).is_file()
         if reason is None and not exists:
-            reason, detail = "missing_file", f"line {line}: {rel} not found"
+            reason, detail = MISSING_FILE, f"line {line}: {rel} not found"
         header = read_header(base / rel) if exists else ImageHeader()
         if reason is None and header.error:
             reason, detail = header.error
         if reason is None and not label:
-            reason, detail = "missing_label", f"line {line}: empty or blank label"
+            reason, detail = MISSING_LABEL, f"line {line}: empty or blank label"
         bbox, box_error = _manifest_box(rec, box_cols, header.width, header.height)
         view = rec.get("viewpoint", "front") if "viewpoint" in src else "front"
         rows.append({
-            "image_id": _image_id(rel if reason != "duplicate_path" else f"{rel}#line{line}"),
+            "image_id": _image_id(rel if reason != DUPLICATE_PATH else f"{rel}#line{line}"),
             "rel_image": rel,
             "path": rel,
             "exists": exists,
@@ -391,16 +398,16 @@ def _manifest_path_problem(rel: str, base: Path, real_base: Path, allow_absolute
                            first_line: dict[Path, int], line: int) -> tuple[str | None, str | None]:
     """``(reason, detail)`` when a CSV path is empty, leaves the CSV's folder or repeats a file."""
     if not rel:
-        return "missing_file", f"line {line}: empty image_path"
+        return MISSING_FILE, f"line {line}: empty image_path"
     path = Path(rel)
     resolved = (base / path).resolve()
     if not resolved.is_relative_to(real_base) and not (path.is_absolute() and allow_absolute):
         hint = (" (absolute paths need data_engineering.allow_absolute_paths: true)"
                 if path.is_absolute() else "")
-        return ("path_outside_root",
+        return (PATH_OUTSIDE_ROOT,
                 f"line {line}: {rel} resolves to {resolved}, outside {real_base}{hint}")
     if resolved in first_line:
-        return "duplicate_path", f"line {line}: same file as line {first_line[resolved]} (kept)"
+        return DUPLICATE_PATH, f"line {line}: same file as line {first_line[resolved]} (kept)"
     first_line[resolved] = line
     return None, None
 

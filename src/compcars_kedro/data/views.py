@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from compcars_kedro.names import TRAIN
 from compcars_kedro.training.data import ViewData
 from compcars_kedro.training.tokenizer import build_prompt
 from compcars_kedro.types import CropsStore
@@ -92,7 +93,7 @@ def build_view_data(
     table = sample_table(crops, pairs, views, split)
     if table.empty:
         raise ValueError(f"split {split!r} has no samples for views {'+'.join(views)}")
-    if split != "train":  # no metric on a set in which an image appears twice
+    if split != TRAIN:  # no metric on a set in which an image appears twice
         ids = pd.concat([table[f"{v}_image_id"] for v in views])
         if not ids.is_unique:
             raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -12,15 +13,13 @@ import torch
 from compcars_kedro.data.fingerprint import check_versions
 from compcars_kedro.data.views import build_view_data, with_splits
 from compcars_kedro.device import current_device
+from compcars_kedro.names import BASELINE, EVAL_SPLITS, SOURCES, checkpoint_name
 from compcars_kedro.training.checkpoint import Checkpoint
 from compcars_kedro.training.inference import extract_embeddings, model_from_checkpoint
 from compcars_kedro.training.metrics import retrieval_metrics
 from compcars_kedro.types import CropsStore, EmbeddingSet
 
 logger = logging.getLogger(__name__)
-
-#: val selects clustering parameters (transfer mode); test (seen models) and unseen are reported.
-EXTRACT_SPLITS = ("val", "test", "unseen")
 
 
 def embed_splits(crops: CropsStore, multiview_samples: pd.DataFrame, checkpoint: Checkpoint,
@@ -40,16 +39,16 @@ def embed_splits(crops: CropsStore, multiview_samples: pd.DataFrame, checkpoint:
     stage = checkpoint.meta.get("stage", "model")
     check_versions(rerun="kedro run --pipelines finetuning (it trains on the current crops)",
                    crops=crops, multiview_samples=multiview_samples,
-                   **{f"{stage}_checkpoint": checkpoint})
+                   **{checkpoint_name(stage): checkpoint})
     device = current_device()
     model = model_from_checkpoint(checkpoint, device=device)
     views = list(checkpoint.meta["model_config"]["views"])
     class_ids = checkpoint.meta.get("class_ids") or []
     labels = {c: i for i, c in enumerate(class_ids)}
-    if stage == "baseline":  # the starting backbone's fused features, never a head at init
+    if stage == BASELINE:  # the starting backbone's fused features, never a head at init
         model = model.backbone_only()
     out = []
-    for split in EXTRACT_SPLITS:
+    for split in EVAL_SPLITS:  # val selects clustering parameters; test and unseen are reported
         data, table = build_view_data(crops, multiview_samples, views, split, labels)
         vectors = extract_embeddings(model, data, batch_size=int(parameters.get("batch_size", 256)),
                                      device=device, progress=True)
@@ -105,9 +104,9 @@ def retrieval_table(baseline_val: EmbeddingSet, baseline_test: EmbeddingSet,
                     finetuning_config: dict[str, Any]) -> pd.DataFrame:
     """precision@1, R-precision, MAP@R per (source, split); query set = reference set, no self."""
     rows = []
-    sets = {("baseline", "val"): baseline_val, ("baseline", "test"): baseline_test,
-            ("baseline", "unseen"): baseline_unseen, ("finetuned", "val"): finetuned_val,
-            ("finetuned", "test"): finetuned_test, ("finetuned", "unseen"): finetuned_unseen}
+    given = (baseline_val, baseline_test, baseline_unseen,
+             finetuned_val, finetuned_test, finetuned_unseen)  # source-major, as embedding_names
+    sets = dict(zip(itertools.product(SOURCES, EVAL_SPLITS), given, strict=True))
     for (source, split), emb in sets.items():
         metrics = retrieval_metrics(emb.vectors, emb.index["label"].to_numpy())
         if "zero_shot_class_id" in emb.index:  # CLIP image-text runs only

@@ -11,6 +11,7 @@ import pandas as pd
 from compcars_kedro.data.fingerprint import check_versions
 from compcars_kedro.data.views import build_view_data, label_map, with_splits
 from compcars_kedro.device import current_device
+from compcars_kedro.names import FINETUNED, TRAIN, VAL
 from compcars_kedro.params import FinetuningParams
 from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.checkpoint import Checkpoint, work_dir_lock
@@ -57,9 +58,9 @@ def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[st
     views = model_cfg.views
     template = model_cfg.clip.prompt_template if loss_cfg.name == "clip" else None
     index = crops.index
-    labels = label_map(index.loc[index["split"] == "train", "class_id"])
-    train, _ = build_view_data(crops, multiview_samples, views, "train", labels, template)
-    val, _ = build_view_data(crops, multiview_samples, views, "val", labels, template)
+    labels = label_map(index.loc[index["split"] == TRAIN, "class_id"])
+    train, _ = build_view_data(crops, multiview_samples, views, TRAIN, labels, template)
+    val, _ = build_view_data(crops, multiview_samples, views, VAL, labels, template)
     if set(val.labels.tolist()) - set(range(len(labels))):
         raise ValueError("val split has classes absent from train; re-run data_engineering")
     class_ids = sorted(labels, key=labels.get)
@@ -78,7 +79,7 @@ def finetune(crops: CropsStore, multiview_samples: pd.DataFrame, config: dict[st
     baseline, best = result.baseline, result.best
     baseline.meta.update({"variant": config["variant"], "class_ids": class_ids,
                           "data_fingerprints": fingerprints})
-    best.meta.update({"variant": config["variant"], "stage": "finetuned",
+    best.meta.update({"variant": config["variant"], "stage": FINETUNED,
                       "class_ids": class_ids, "data_fingerprints": fingerprints})
     result.last.meta["data_fingerprints"] = fingerprints
     history = result.history.assign(**config["keys"])

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from compcars_kedro.grid import Variant, deep_merge
+from compcars_kedro.names import FINETUNED, TRANSFER, UNSEEN, VAL
 from compcars_kedro.params import FinetuningParams
 from compcars_kedro.types import VariantFailed
 from compcars_kedro.validation import validate
@@ -73,13 +74,13 @@ def clip_layers_table(status: pd.DataFrame, retrieval: pd.DataFrame,
     MAP@R is taken on ``parameters.split`` (default ``unseen``); ARI is the ``transfer``-selected
     clustering of the same split with ``parameters.reducer`` / ``parameters.clusterer``.
     """
-    split = parameters.get("split", "unseen")
+    split = parameters.get("split", UNSEEN)
     if retrieval.empty:
         return pd.DataFrame(columns=["component", "trainable_layers",
                                      "mean_average_precision_at_r", "ari"])
-    r = retrieval.loc[(retrieval["source"] == "finetuned") & (retrieval["split"] == split)]
-    c = clustering.loc[(clustering["source"] == "finetuned") & (clustering["split"] == split)
-                       & (clustering["selection_mode"] == parameters.get("selection_mode", "transfer"))
+    r = retrieval.loc[(retrieval["source"] == FINETUNED) & (retrieval["split"] == split)]
+    c = clustering.loc[(clustering["source"] == FINETUNED) & (clustering["split"] == split)
+                       & (clustering["selection_mode"] == parameters.get("selection_mode", TRANSFER))
                        & (clustering["reducer"] == parameters.get("reducer", "pca"))
                        & (clustering["clusterer"] == parameters.get("clusterer", "hdbscan"))]
     keys = ["variant", "component", "trainable_layers", "seed"]
@@ -88,9 +89,9 @@ def clip_layers_table(status: pd.DataFrame, retrieval: pd.DataFrame,
         c[["variant", "ari", "ami"]], on="variant", how="left")
     # the same metrics on val (seen models): the best layer count is chosen there, never on
     # the reported split (reporting.clip_layers / reporting.paired use ``val_<metric>``)
-    v = retrieval.loc[(retrieval["source"] == "finetuned") & (retrieval["split"] == "val")]
+    v = retrieval.loc[(retrieval["source"] == FINETUNED) & (retrieval["split"] == VAL)]
     val_cols = [m for m in ("mean_average_precision_at_r", "zero_shot_accuracy") if m in v]
-    if split != "val" and val_cols:
+    if split != VAL and val_cols:
         table = table.merge(v[["variant", *val_cols]].rename(
             columns={m: f"val_{m}" for m in val_cols}), on="variant", how="left")
     table = table.sort_values(["component", "trainable_layers"]).reset_index(drop=True)

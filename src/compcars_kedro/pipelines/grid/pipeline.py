@@ -17,6 +17,19 @@ from compcars_kedro.grid import (
     rerun_requested,
     variant_done,
 )
+from compcars_kedro.names import (
+    EVAL_SPLITS,
+    FINETUNE_CHECKPOINTS,
+    FINETUNE_NODE,
+    SOURCES,
+    SPLIT_TABLES,
+    STUDY_TABLES,
+    checkpoint_name,
+    embedding_names,
+    namespaced,
+    split_namespace,
+    study_table,
+)
 from compcars_kedro.pipelines.clustering.nodes import cluster_embeddings
 from compcars_kedro.pipelines.embeddings.nodes import embed_splits, retrieval_table
 from compcars_kedro.pipelines.finetuning.nodes import finetune
@@ -32,7 +45,6 @@ logger = logging.getLogger(__name__)
 STATUS_ROOT = Path("data/08_reporting/grid")
 SHARED_PARAMS = ["params:embedding_dim", "params:models", "params:losses", "params:training",
                  "params:finetuning", "params:embeddings", "params:clustering"]
-SPLITS = ("val", "test", "unseen")
 
 
 def _bind(func, variant: Variant):
@@ -51,19 +63,19 @@ def _bind(func, variant: Variant):
 def variant_pipeline(variant: Variant) -> Pipeline:
     """The finetuning -> embeddings -> clustering chain of one variant (guarded)."""
     v = variant.name
-    emb = [f"embeddings_{s}_{p}" for s in ("baseline", "finetuned") for p in SPLITS]
+    emb = embedding_names(SOURCES, EVAL_SPLITS)
     nodes = [
         node(guard(_bind(variant_config, variant), v, 1),
              ["params:embedding_dim", "params:models", "params:losses", "params:training",
               "params:finetuning"], "config", name="resolve_config"),
         node(guard(finetune, v, 5), ["crops", "multiview_samples", "config", "image_splits"],
-             ["baseline_checkpoint", "finetuned_checkpoint", "last_checkpoint",
-              "training_history", "finetuning_metrics"], name="finetune", tags=["gpu"]),
+             [*FINETUNE_CHECKPOINTS, "training_history", "finetuning_metrics"],
+             name=FINETUNE_NODE, tags=["gpu"]),
         *[node(guard(embed_splits, v, 3),
-               ["crops", "multiview_samples", f"{s}_checkpoint", "params:embeddings",
+               ["crops", "multiview_samples", checkpoint_name(s), "params:embeddings",
                 "image_splits"],
-               [f"embeddings_{s}_{p}" for p in SPLITS], name=f"embed_{s}", tags=["gpu"])
-          for s in ("baseline", "finetuned")],
+               embedding_names((s,), EVAL_SPLITS), name=f"embed_{s}", tags=["gpu"])
+          for s in SOURCES],
         node(guard(retrieval_table, v, 1), [*emb, "config"], "retrieval_metrics",
              name="retrieval_metrics"),
         node(guard(cluster_embeddings, v, 2), [*emb, "params:clustering", "config"],
@@ -73,8 +85,7 @@ def variant_pipeline(variant: Variant) -> Pipeline:
              "status", name="status"),
     ]
     ns = variant.split_namespace  # the variant's split tables (its split seed)
-    inputs = {"crops": "crops", **{name: f"{ns}.{name}" if ns else name
-                                   for name in ("multiview_samples", "image_splits")}}
+    inputs = {"crops": "crops", **{name: namespaced(name, ns) for name in SPLIT_TABLES}}
     return pipeline(Pipeline(nodes), namespace=v, inputs=inputs,
                     parameters=set(SHARED_PARAMS), tags=["study", variant.study])
 
@@ -86,7 +97,7 @@ def split_pipeline(split_seed: int) -> Pipeline:
         _bind(split_for_seed, split_seed), ["validated_images", "params:data_engineering",
                                             "image_hashes"],
         ["image_splits", "multiview_samples", "excluded_images", "split_summary"],
-        name="split_dataset")]), namespace=f"split_ss{split_seed}",
+        name="split_dataset")]), namespace=split_namespace(split_seed),
         inputs={"validated_images", "image_hashes"}, parameters={"params:data_engineering"},
         tags=["study", "split"])
 
@@ -103,9 +114,10 @@ def study_pipeline(variants: list[Variant], study: str) -> Pipeline:
     chains = sum((variant_pipeline(v) for v in todo), Pipeline([]))
     for split_seed in sorted({v.split_seed for v in todo if v.split_seed is not None}):
         chains += split_pipeline(split_seed)
-    collect = node(collect_results, [f"{study}_results", *[f"{v.name}.status" for v in todo]],
-                   [f"{study}_status", f"{study}_training_history", f"{study}_retrieval_metrics",
-                    f"{study}_clustering_metrics"], name=f"collect_{study}", tags=["study"])
+    collect = node(collect_results,
+                   [study_table(study, "results"), *[namespaced("status", v.name) for v in todo]],
+                   [study_table(study, t) for t in STUDY_TABLES], name=f"collect_{study}",
+                   tags=["study"])
     return chains + Pipeline([collect])
 
 

@@ -10,6 +10,15 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline
 
 from compcars_kedro.grid import expand_grid, load_study_parameters
+from compcars_kedro.names import (
+    FINETUNED,
+    REPORTED_SPLITS,
+    SOURCES,
+    VAL,
+    embeddings_name,
+    namespaced,
+    study_table,
+)
 from compcars_kedro.pipelines.reporting.pipeline import create_namespaced_pipeline
 
 
@@ -19,15 +28,13 @@ def create_pipeline(**kwargs) -> Pipeline:
     if not variants:
         return Pipeline([])
     v = grid.get("report_variant") or variants[0].name
-    used = {"val": ("finetuned",), "test": ("baseline", "finetuned"),
-            "unseen": ("baseline", "finetuned")}  # what the reporting figures read
+    used = {VAL: (FINETUNED,), **dict.fromkeys(REPORTED_SPLITS, SOURCES)}  # what the figures read
     return create_namespaced_pipeline("grid", {
-        "training_history": "grid_training_history",
-        "retrieval_metrics": "grid_retrieval_metrics",
-        "clustering_metrics": "grid_clustering_metrics",
-        "finetuning_config": f"{v}.config",
-        "cluster_assignments": f"{v}.cluster_assignments",
-        "matched_metrics": "grid_matched_metrics",  # none per variant yet: loads None
-        **{f"embeddings_{s}_{p}": f"{v}.embeddings_{s}_{p}"
+        **{t: study_table("grid", t)
+           for t in ("training_history", "retrieval_metrics", "clustering_metrics")},
+        "finetuning_config": namespaced("config", v),
+        "cluster_assignments": namespaced("cluster_assignments", v),
+        "matched_metrics": study_table("grid", "matched_metrics"),  # none per variant: loads None
+        **{embeddings_name(s, p): embeddings_name(s, p, v)
            for p, sources in used.items() for s in sources},
     })

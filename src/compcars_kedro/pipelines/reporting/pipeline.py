@@ -14,6 +14,7 @@ nodes on other tables (e.g. a study's concatenated results).
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from compcars_kedro.names import FINETUNED, REPORTED_SPLITS, SOURCES, TEST, VAL, embeddings_name
 from compcars_kedro.pipelines.reporting.nodes import (
     TABLE_NAMES,
     build_html_report,
@@ -33,8 +34,8 @@ TABLE_FILES = {name: name for name in TABLE_NAMES} | {
 #: catalog names of the CSV tables, in the output order of ``build_report_tables``
 TABLE_OUTPUTS = [f"report_table_{TABLE_FILES[name]}" for name in TABLE_NAMES]
 TABLE = dict(zip(TABLE_NAMES, TABLE_OUTPUTS, strict=True))
-EMBEDDINGS = {f"{s}_{p}": f"embeddings_{s}_{p}" for s in ("baseline", "finetuned")
-              for p in ("test", "unseen")}
+#: the embedding inputs of the figure nodes (argument ``<source>_<split>``) -> dataset
+EMBEDDINGS = {f"{s}_{p}": embeddings_name(s, p) for s in SOURCES for p in REPORTED_SPLITS}
 P = "params:reporting"
 SHARED = {P, "parameters"}
 
@@ -60,7 +61,8 @@ def create_pipeline(**kwargs) -> Pipeline:
              ["report_figures_cluster_galleries", "report_images_galleries"],
              name="plot_cluster_galleries"),
         node(plot_confusion_matrix,
-             ["embeddings_finetuned_val", "embeddings_finetuned_test", "finetuning_config", P],
+             [embeddings_name(FINETUNED, VAL), embeddings_name(FINETUNED, TEST),
+              "finetuning_config", P],
              ["report_figure_confusion_matrix", "report_images_confusion"],
              name="plot_confusion_matrix"),
         node(summarise_clip_layers, ["clip_layers_table", P],
@@ -100,9 +102,9 @@ def create_namespaced_pipeline(namespace: str, inputs: dict[str, str] | None = N
             "training_history": "grid_training_history",
             "retrieval_metrics": "grid_retrieval_metrics",
             "clustering_metrics": "grid_clustering_metrics",
-            "finetuning_config": f"{v}.config", "cluster_assignments": f"{v}.cluster_assignments",
-            **{f"embeddings_{s}_{p}": f"{v}.embeddings_{s}_{p}" for s in ("baseline", "finetuned")
-               for p in ("val", "test", "unseen")},
+            "finetuning_config": namespaced("config", v),
+            "cluster_assignments": namespaced("cluster_assignments", v),
+            **{name: namespaced(name, v) for name in embedding_names()},
         })
 
     Unmapped inputs keep their names (``crops``, ``split_summary``, ``clip_layers_table`` ...);
