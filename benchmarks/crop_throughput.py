@@ -34,7 +34,7 @@ def main() -> None:
         generate_sample(root, SampleSpec(width=800, height=600, images_per_view=args.images_per_view,
                                          broken=False))
         raw = detect_source(root)
-        valid, _ = validate_images(parse_raw(raw), raw, {"num_workers": 1})
+        valid, _, _ = validate_images(parse_raw(raw), raw, {"num_workers": 1})
         paths = [str(raw.resolve(p)) for p in valid["path"]]
         boxes = valid[["x0", "y0", "x1", "y1"]].to_numpy(dtype=float)
         n = len(paths)

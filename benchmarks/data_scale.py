@@ -6,9 +6,17 @@ Generates (once, cached under ``--out``) a CompCars-layout tree of N JPEGs of ab
 real-sized boxes (~80-95% of the image, 45% front / 45% rear / 10% side; any content: 48 distinct
 JPEGs of ~120 KB copied under distinct names and boxes), then runs the data_engineering nodes with
 the ``compcars`` environment's parameters (224 px crops) and prints, per stage (parse, validate,
-hash when the pipeline has it, split, crop): wall time, the parent's peak RSS (``VmHWM``,
-reset per stage: what ``/usr/bin/time`` reports for ``kedro run``) and the peak PSS of the whole
-process tree (parent + pool workers, sampled every 0.2 s: shared pages counted once).
+split, crop): wall time, the parent's peak RSS (``VmHWM``, reset per stage: what
+``/usr/bin/time`` reports for ``kedro run``) and the peak PSS of the whole process tree (parent +
+pool workers, sampled every 0.2 s: shared pages counted once).
+
+``validate`` decodes each image once for the decode check and the perceptual hash of its box
+(``image_hashes``). For comparison, in this process and on the same (page-cached) files,
+``validate (old)`` is the same node with the check-only decode of before the near-duplicate
+hashes (``check_decodes`` at 1/8 scale, no hash) and ``hash (old)`` the separate second decode
+that hashed the kept images (``crop_hash``, the former ``hash_images`` node); the benchmark
+checks that both paths give the same rejected rows and the same hashes, bit for bit.
+``--skip-old-decode`` skips them.
 
 The crop stage runs twice on the same images, in this process: ``crop (today)`` is the
 implementation before the streaming store (crops into anonymous shared memory, ``.copy()``,
@@ -37,7 +45,14 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from compcars_kedro.data.imaging import CropSpec, crop_image, parallel_map, resolve_workers
+from compcars_kedro.data.dedup import crop_hash
+from compcars_kedro.data.imaging import (
+    CropSpec,
+    check_decodes,
+    crop_image,
+    parallel_map,
+    resolve_workers,
+)
 from compcars_kedro.data.raw import detect_source
 from compcars_kedro.datasets import CropsStoreDataset
 from compcars_kedro.pipelines.data_engineering import nodes as de_nodes
@@ -223,6 +238,43 @@ def today_crop_and_save(image_splits, raw, params: dict, folder: Path) -> None:
     del images
 
 
+# --------------------------------------------------------------------------- two decodes (before)
+
+def _check_only(paths, boxes, *, method, hash_size, num_workers):
+    """The validation decode before the hashes moved into it: ``check_decodes``, no hash."""
+    errors = parallel_map(check_decodes, list(paths), total=len(paths), num_workers=num_workers,
+                          chunksize=32, desc="validate (old)")
+    return [(err, None) for err in errors]
+
+
+def old_validate(manifest, raw, params: dict):
+    """``validate_images`` as it was before: the same node with the check-only decode."""
+    real = de_nodes.check_and_hash_many
+    de_nodes.check_and_hash_many = _check_only
+    try:
+        return validate_images(manifest, raw, params)
+    finally:
+        de_nodes.check_and_hash_many = real
+
+
+def old_hash(valid, raw, params: dict) -> list[str]:
+    """The former ``hash_images`` node's work: a second decode of every kept image."""
+    dedup = params["dedup"]
+    rows = valid.loc[valid["viewpoint"].isin(params["viewpoints"])]
+    tasks = [(str(raw.resolve(p)), tuple(map(float, b)), dedup["method"], dedup["hash_size"])
+             for p, b in zip(rows["path"], rows[["x0", "y0", "x1", "y1"]].to_numpy(), strict=True)]
+    return parallel_map(crop_hash, tasks, total=len(tasks), num_workers=params["num_workers"],
+                        chunksize=32, desc="hash (old)")
+
+
+def _warm_page_cache(raw, paths) -> None:
+    """Read every image once (untimed) so the first decode stage does not pay for the disk."""
+    for p in paths:
+        with open(raw.resolve(p), "rb") as f:
+            while f.read(1 << 20):
+                pass
+
+
 # --------------------------------------------------------------------------- run
 
 def _params() -> dict:
@@ -249,8 +301,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     ap.add_argument("--skip-today", action="store_true", help="only the streaming crop stage")
     ap.add_argument("--keep", action="store_true", help="keep the crops stores")
-    ap.add_argument("--no-hash", action="store_true",
-                    help="skip hash_images (split without near-duplicate groups)")
+    ap.add_argument("--skip-old-decode", action="store_true",
+                    help="skip the two-decode comparison (old validate + separate hash)")
     args = ap.parse_args()
 
     params = _params()
@@ -275,13 +327,17 @@ def main() -> None:
         return result
 
     manifest = stage("parse", lambda: parse_raw(raw))
-    valid, _rejected = stage("validate", lambda: validate_images(manifest, raw, params))
-    hash_images = getattr(de_nodes, "hash_images", None)  # near-duplicate hashes, if present
-    if hash_images is not None and not args.no_hash:
-        hashes = stage("hash", lambda: hash_images(valid, raw, params))
-        image_splits = stage("split", lambda: split_dataset(valid, params, hashes))[0]
-    else:
-        image_splits = stage("split", lambda: split_dataset(valid, params))[0]
+    _warm_page_cache(raw, manifest.loc[manifest["exists"].astype(bool), "path"])
+    if not args.skip_old_decode:  # old check, new one-decode, old hash: load drift shared
+        valid_old, rejected_old, _ = stage("validate (old)",
+                                           lambda: old_validate(manifest, raw, params))
+    valid, rejected, hashes = stage("validate", lambda: validate_images(manifest, raw, params))
+    if not args.skip_old_decode:  # one decode gives what two gave, bit for bit
+        hashes_old = stage("hash (old)", lambda: old_hash(valid_old, raw, params))
+        assert valid.equals(valid_old) and rejected.equals(rejected_old)
+        assert list(hashes["hash"]) == list(hashes_old), "hashes differ"
+        del valid_old, rejected_old, hashes_old
+    image_splits = stage("split", lambda: split_dataset(valid, params, hashes))[0]
     n = len(image_splits)
     store_gb = n * args.size * args.size * 3 / 1e9
 
@@ -313,7 +369,6 @@ def main() -> None:
         shutil.rmtree(work)
 
     by = dict(rows)
-    shared = sum(p.seconds for name, p in rows if not name.startswith("crop"))
     print(f"\n{args.images} images, {n} crops of {args.size} px: crops store {store_gb:.2f} GB; "
           f"load after: {os.getloadavg()}")
     print(f"{'stage':<15}{'time s':>9}{'s / 10k img':>13}{'parent RSS':>12}{'tree PSS':>11}"
@@ -322,18 +377,33 @@ def main() -> None:
         print(f"{name:<15}{p.seconds:9.1f}{p.seconds * 1e4 / args.images:13.1f}"
               f"{p.peak_rss_kb / 1e6:10.2f}GB{p.peak_pss_kb / 1e6:9.2f}GB"
               f"{p.peak_rss_kb / 1e6 / store_gb:13.2f}")
-    stream = by["crop (stream)"]
-    print(f"data stage ({'+'.join(name for name, _ in rows if not name.startswith('crop'))}+crop), "
-          f"streaming: {shared + stream.seconds:.1f} s, "
-          f"peak parent RSS {_gb(max(p.peak_rss_kb for n_, p in rows if n_ != 'crop (today)'))}")
+
+    def total(*names: str) -> float:
+        return sum(by[x].seconds for x in names)
+
+    def peak(*names: str) -> float:
+        return max(by[x].peak_rss_kb for x in names)
+
+    now = ("parse", "validate", "split", "crop (stream)")
+    print(f"data stage now (one decode for check + hash, streamed crops): {total(*now):.1f} s, "
+          f"peak parent RSS {_gb(peak(*now))} ({peak(*now) / 1e6 / store_gb:.2f}x the store)")
+    if "validate (old)" in by:
+        two = ("parse", "validate (old)", "hash (old)", "split", "crop (stream)")
+        print(f"data stage, two decodes (check, then hash), streamed crops: {total(*two):.1f} s")
+        print(f"ratios one / two decodes: validate+hash "
+              f"{total('validate') / total('validate (old)', 'hash (old)'):.2f}, "
+              f"data stage {total(*now) / total(*two):.2f}")
+    if "crop (today)" in by and "validate (old)" in by:
+        pre = ("parse", "validate (old)", "split", "crop (today)")
+        print(f"data stage before #12 (check only, no hash, crops in memory): {total(*pre):.1f} s, "
+              f"peak parent RSS {_gb(peak(*pre))}")
+        print(f"ratio now / before #12: data stage time {total(*now) / total(*pre):.2f}, "
+              f"peak parent RSS {peak(*now) / peak(*pre):.2f}")
     if "crop (today)" in by:
-        today = by["crop (today)"]
-        print(f"data stage, today's crop:                        {shared + today.seconds:.1f} s, "
-              f"peak parent RSS {_gb(max(p.peak_rss_kb for n_, p in rows if n_ != 'crop (stream)'))}")
-        print(f"ratios stream / today: crop time {stream.seconds / today.seconds:.2f}, "
-              f"data stage time {(shared + stream.seconds) / (shared + today.seconds):.2f}, "
-              f"crop parent RSS {stream.peak_rss_kb / today.peak_rss_kb:.2f}, "
-              f"crop tree PSS {stream.peak_pss_kb / max(today.peak_pss_kb, 1):.2f}")
+        stream, today = by["crop (stream)"], by["crop (today)"]
+        print(f"ratios crop stream / today: time {stream.seconds / today.seconds:.2f}, "
+              f"parent RSS {stream.peak_rss_kb / today.peak_rss_kb:.2f}, "
+              f"tree PSS {stream.peak_pss_kb / max(today.peak_pss_kb, 1):.2f}")
 
 
 def _meminfo_kb() -> int:

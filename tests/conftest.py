@@ -79,7 +79,7 @@ def tiny_crops(tiny_sample: Path):
     )
 
     raw = detect_source(tiny_sample)
-    valid, _ = validate_images(parse_raw(raw), raw, TINY_DE_PARAMS)
+    valid, _, _ = validate_images(parse_raw(raw), raw, TINY_DE_PARAMS)
     images, pairs, _, _ = split_dataset(valid, TINY_DE_PARAMS)
     return crop_images(images, raw, TINY_DE_PARAMS), pairs
 

@@ -30,7 +30,6 @@ class DedupParams(StrictModel):
     method: Literal["phash", "dhash", "average_hash", "whash"] = "phash"
     hash_size: int = Field(16, ge=4, le=64, description="hash side; the hash has hash_size**2 bits")
     max_distance: int = Field(20, ge=0, description="Hamming distance (bits) of one group")
-    num_workers: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _distance(self) -> DedupParams:
@@ -73,7 +72,6 @@ class DataEngineeringParams(StrictModel):
 
 
 # --------------------------------------------------------------------------- finetuning
-LOSS_HEADS = {"ce": "classification"}  # every other loss trains the metric head
 
 
 class FinetuningRunParams(StrictModel):
@@ -96,13 +94,11 @@ class FinetuningParams(StrictModel):
     @model_validator(mode="after")
     def _selectors(self) -> FinetuningParams:
         from compcars_kedro.data.views import parse_views
-        from compcars_kedro.training.losses import LOSS_REGISTRY
-        from compcars_kedro.training.models import MODEL_REGISTRY
+        from compcars_kedro.training.losses import loss_spec
+        from compcars_kedro.training.models import model_spec
 
-        if self.model not in MODEL_REGISTRY:
-            raise ValueError(f"model={self.model!r} is unknown; valid names: {sorted(MODEL_REGISTRY)}")
-        if self.loss not in LOSS_REGISTRY:
-            raise ValueError(f"loss={self.loss!r} is unknown; valid names: {sorted(LOSS_REGISTRY)}")
+        model_spec(self.model, key="model")
+        loss_spec(self.loss, key="loss")
         parse_views(self.views)
         return self
 
@@ -117,9 +113,9 @@ class FinetuningParams(StrictModel):
         tables of several runs (the experiment grid) concatenate and aggregate cleanly.
         """
         from compcars_kedro.data.views import parse_views
-        from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
+        from compcars_kedro.training import LOSS_REGISTRY, LossConfig, ModelConfig, TrainingConfig
 
-        head = LOSS_HEADS.get(self.loss, "metric")
+        head = LOSS_REGISTRY[self.loss].head
         model_raw = {"name": self.model, "views": parse_views(self.views), "head": head,
                      "embedding_dim": resolved_embedding_dim(self.loss, self.embedding_dim),
                      **model_settings(self.model, self.models)}
@@ -139,9 +135,13 @@ FINETUNING_KEYS = ("model", "loss", "views", "embedding_dim", "models", "losses"
 
 
 def resolved_embedding_dim(loss: str, embedding_dim: int | None) -> int | None:
-    """``embedding_dim`` of the head: none for ``ce`` (classifier over the fused features) and
-    for ``clip`` (CLIP's own joint image-text space, ``projection_dim``), else the parameter."""
-    return None if LOSS_HEADS.get(loss, "metric") != "metric" or loss == "clip" else embedding_dim
+    """``embedding_dim`` of the head: none for a classification loss (``ce``: classifier over
+    the fused features) and a loss that keeps the backbone's own space (``clip``: CLIP's joint
+    image-text space, ``projection_dim``), else the parameter."""
+    from compcars_kedro.training.losses import LOSS_REGISTRY
+
+    spec = LOSS_REGISTRY[loss]
+    return embedding_dim if spec.head == "metric" and spec.projection else None
 
 
 def model_settings(model: str, models: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +240,7 @@ def validate_parameters(parameters: dict[str, Any], *, check_weights: bool = Tru
 def check_combination(config: dict[str, Any]) -> None:
     """Model x loss x training combinations that cannot train (e.g. a text phase with a loss
     that ignores text), as the training loop would reject them, but before any node runs."""
-    from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
+    from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig
     from compcars_kedro.training.losses import validate_combination
 
     try:
@@ -312,6 +312,7 @@ def check_weights_available(model: str, weights: str | None) -> None:
         return
     import os
 
+    from compcars_kedro.training.models import torchvision_name
     from compcars_kedro.training.weights import (
         FETCH_HINT,
         WeightsNotAvailableError,
@@ -319,11 +320,11 @@ def check_weights_available(model: str, weights: str | None) -> None:
         torchvision_cache_file,
     )
 
-    torchvision_names = {"resnet50": "resnet50", "resnet18": "resnet18", "vitb32": "vit_b_32"}
+    tv_name = torchvision_name(model)
     try:
-        source = classify_weights(weights, torchvision_model=torchvision_names.get(model))
+        source = classify_weights(weights, torchvision_model=tv_name)
         if source.kind == "torchvision":
-            torchvision_cache_file(torchvision_names[model], weights)
+            torchvision_cache_file(str(tv_name), weights)
     except WeightsNotAvailableError as exc:
         # the library names the generic key; name the project's parameter instead
         raise ValueError(str(exc).replace("model.weights", f"models.{model}.weights")) from None

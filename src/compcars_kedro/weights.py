@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 HF_ALLOW_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
-TORCHVISION_NAMES = {"resnet50": "resnet50", "resnet18": "resnet18", "vitb32": "vit_b_32"}
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,7 @@ def _project_root() -> Path:
 def weights_to_fetch(parameters: dict[str, Any], models: list[str] | None = None
                      ) -> list[WeightsItem]:
     """Every downloadable weight named in ``models.<name>.weights`` (and CLIP's tokenizer id)."""
+    from compcars_kedro.training.models import torchvision_name
     from compcars_kedro.training.weights import WeightsNotAvailableError, classify_weights
 
     items: list[WeightsItem] = []
@@ -79,7 +79,7 @@ def weights_to_fetch(parameters: dict[str, Any], models: list[str] | None = None
             continue
         settings = settings or {}
         weights = settings.get("weights")
-        tv = TORCHVISION_NAMES.get(name)
+        tv = torchvision_name(name)
         try:
             source = classify_weights(weights, torchvision_model=tv)
         except WeightsNotAvailableError as exc:  # a local path: nothing to download

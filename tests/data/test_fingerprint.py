@@ -36,7 +36,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory):
     """(crops, pairs) of seed 1 and the (splits, pairs) of seed 2 on the same validated images."""
     csv, _ = make_bad_manifest(tmp_path_factory.mktemp("fp"), [])
     raw = detect_source(csv)
-    valid, _ = validate_images(parse_raw(raw, PARAMS), raw, PARAMS)
+    valid, _, _ = validate_images(parse_raw(raw, PARAMS), raw, PARAMS)
     splits1, pairs1, _, _ = split_dataset(valid, {**PARAMS, "seed": 1})
     splits2, pairs2, _, _ = split_dataset(valid, {**PARAMS, "seed": 2})
     assert not splits1.set_index("image_id")["split"].equals(

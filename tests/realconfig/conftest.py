@@ -134,7 +134,7 @@ def crops_224(tiny_sample: Path):
     de = {**de, **{k: v for k, v in TINY_DE_PARAMS.items() if k != "crop"},
           "crop": {**de["crop"], "num_workers": 1}}
     raw = detect_source(tiny_sample)
-    valid, _ = validate_images(parse_raw(raw), raw, de)
+    valid, _, _ = validate_images(parse_raw(raw), raw, de)
     images, pairs, _, _ = split_dataset(valid, de)
     crops = crop_images(images, raw, de)
     assert crops.images.shape[1:] == (224, 224, 3)

@@ -20,7 +20,7 @@ from compcars_kedro.params import (
     resolved_embedding_dim,
     validate_parameters,
 )
-from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
+from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.data import ViewData
 from compcars_kedro.training.inference import extract_embeddings
 from compcars_kedro.training.trainer import Trainer

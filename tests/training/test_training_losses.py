@@ -10,9 +10,8 @@ import torch
 
 from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.augment import prepare_images
-from compcars_kedro.training.config import ClipLossParams
 from compcars_kedro.training.data import ViewBatchDataset
-from compcars_kedro.training.losses import ClipLoss
+from compcars_kedro.training.losses import ClipLoss, ClipLossParams
 from compcars_kedro.training.toy import TINY_ARCH, make_toy_data
 from compcars_kedro.training.trainer import Trainer
 
@@ -23,7 +22,9 @@ CASES = [
     ("arcface", {"margin": 10.0, "scale": 16.0}, "vitb32", "metric", ["front"], 8),
     ("contrastive", {"miner": "pair_margin"}, "vitb32", "metric", ["front"], 8),
     ("ntxent", {"temperature": 0.1}, "vitb32", "metric", ["front"], 8),
-    ("triplet", {"margin": 0.2, "type_of_triplets": "all"}, "vitb32", "metric", ["front"], 8),
+    ("triplet", {"margin": 0.2, "miner": {"name": "triplet_margin",
+                                         "args": {"margin": 0.2, "type_of_triplets": "all"}}},
+     "vitb32", "metric", ["front"], 8),
     ("multisimilarity", {}, "vitb32", "metric", ["front", "rear"], 8),
     ("clip", {}, "clip", "metric", ["front"], 8),
     ("clip", {}, "clip", "metric", ["front", "rear"], 8),

@@ -18,8 +18,9 @@ from compcars_kedro.training import (
     build_prompt,
     param_groups,
 )
-from compcars_kedro.training.config import ClipOptions, LossConfig
-from compcars_kedro.training.models import apply_clip_phase, clip_tower
+from compcars_kedro.training.clip import apply_clip_phase, clip_tower
+from compcars_kedro.training.config import ClipOptions
+from compcars_kedro.training.losses import LossConfig
 from compcars_kedro.training.tokenizer import BPETokenizer
 from compcars_kedro.training.toy import TINY_ARCH, toy_prompt_meta
 

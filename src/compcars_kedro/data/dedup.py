@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from compcars_kedro.data.imaging import parallel_map
+from compcars_kedro.data.imaging import check_decodes, parallel_map
 
 #: perceptual hash functions of imagehash by parameter name
 HASH_METHODS = {
@@ -37,28 +37,69 @@ def crop_hash(args: tuple[str, Sequence[float], str, int]) -> str:
         return ""
 
 
-def _crop_hash(path: str, box: Sequence[float], method: str, hash_size: int) -> str:
+def _hash_draft(img: Image.Image, box: Sequence[float], hash_size: int) -> float:
+    """Ask for a reduced-size JPEG decode keeping >= 8 x hash_size pixels on the box's short
+    side (nothing decoded yet); return the decoded / full width ratio."""
     short = max(1.0, min(float(box[2]) - float(box[0]), float(box[3]) - float(box[1])))
-    with Image.open(path) as img:
-        full_w, full_h = img.size
-        # reduced-size JPEG decode, keeping >= 8 x hash_size pixels on the box's short side
-        s = min(1.0, max(64, 8 * hash_size) / short)
-        img.draft("RGB", (max(1, int(full_w * s + 1)), max(1, int(full_h * s + 1))))
-        scale = img.size[0] / full_w
-        shown = ImageOps.exif_transpose(img).convert("RGB")
+    full_w, full_h = img.size
+    s = min(1.0, max(64, 8 * hash_size) / short)
+    img.draft("RGB", (max(1, int(full_w * s + 1)), max(1, int(full_h * s + 1))))
+    return img.size[0] / full_w
+
+
+def _hash_shown(img: Image.Image, box: Sequence[float], scale: float, method: str,
+                hash_size: int) -> str:
+    shown = ImageOps.exif_transpose(img).convert("RGB")
     x0, y0, x1, y1 = (float(v) * scale for v in box)
-    crop = shown.crop((x0, y0, x1, y1))
-    return str(HASH_METHODS[method](crop, hash_size=hash_size))
+    return str(HASH_METHODS[method](shown.crop((x0, y0, x1, y1)), hash_size=hash_size))
 
 
-def hash_crops(paths: Sequence[str], boxes: np.ndarray, *, method: str = "phash",
-               hash_size: int = 8, num_workers: int | None = None) -> list[str]:
-    """Hex hash of every ``(path, box)`` (input order), over processes with a progress bar."""
+def _crop_hash(path: str, box: Sequence[float], method: str, hash_size: int) -> str:
+    with Image.open(path) as img:
+        return _hash_shown(img, box, _hash_draft(img, box, hash_size), method, hash_size)
+
+
+def check_and_hash(args: tuple[str, Sequence[float] | None, str, int]
+                   ) -> tuple[str | None, str | None]:
+    """Decode check and perceptual hash from ONE decode: ``(decode error or None, hash)``.
+
+    Without a box: :func:`~compcars_kedro.data.imaging.check_decodes` only, hash ``None``.
+    With one, the image is decoded fully once at the hash's reduced size (every entropy-coded
+    byte is read, as in the check's 1/8-scale decode) and hashed exactly as :func:`crop_hash`
+    does (same draft, same PIL ops, same imagehash call). When that decode fails, the error is
+    taken from ``check_decodes`` (the check's own wording, and its verdict: an image it decodes
+    stays valid, with hash ``""``); a failure after the decode gives hash ``""``.
+    """
+    path, box, method, hash_size = args
+    if box is None:
+        return check_decodes(path), None
+    img = None
+    try:
+        img = Image.open(path)
+        scale = _hash_draft(img, box, hash_size)
+        img.load()
+    except Exception:  # noqa: BLE001 - reworded (and re-judged) by the decode check
+        if img is not None:
+            img.close()
+        return check_decodes(path), ""
+    try:
+        with img:
+            return None, _hash_shown(img, box, scale, method, hash_size)
+    except Exception:  # noqa: BLE001 - decodes but cannot be hashed: its own group
+        return None, ""
+
+
+def check_and_hash_many(paths: Sequence[str], boxes: Sequence[Sequence[float] | None], *,
+                        method: str = "phash", hash_size: int = 8,
+                        num_workers: int | None = None) -> list[tuple[str | None, str | None]]:
+    """:func:`check_and_hash` of every ``(path, box or None)`` (input order), over processes
+    with a progress bar."""
     if method not in HASH_METHODS:
         raise ValueError(f"dedup.method={method!r}; valid: {sorted(HASH_METHODS)}")
-    tasks = [(p, tuple(map(float, b)), method, hash_size) for p, b in zip(paths, boxes, strict=True)]
-    return parallel_map(crop_hash, tasks, total=len(tasks), num_workers=num_workers,
-                        chunksize=32, desc="hash")
+    tasks = [(str(p), None if b is None else tuple(map(float, b)), method, hash_size)
+             for p, b in zip(paths, boxes, strict=True)]
+    return parallel_map(check_and_hash, tasks, total=len(tasks), num_workers=num_workers,
+                        chunksize=32, desc="validate+hash")
 
 
 def _bits(hashes: Sequence[str]) -> np.ndarray:

@@ -13,7 +13,7 @@ import base64
 import io
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,16 @@ def _short(text: str, width: int = 16, lines: int = 2) -> str:
 
 
 # --------------------------------------------------------------------------- training curves
+#: (y label, [(column, legend label)], log scale) of each training-curve panel
+TRAINING_PANELS = [
+    ("loss", [("train_loss", "train"), ("val_loss", "val")], False),
+    ("validation metric", [("precision_at_1", "P@1"), ("r_precision", "R-precision"),
+                           ("mean_average_precision_at_r", "MAP@R"),
+                           ("accuracy", "accuracy")], False),
+    ("learning rate", [("lr_backbone", "backbone"), ("lr_head", "head")], True),
+]
+
+
 def training_curves(history: pd.DataFrame, dpi: int = DEFAULT_DPI) -> dict[str, Figure]:
     """One figure per run: losses, validation metrics, learning rates against the epoch."""
     figures: dict[str, Figure] = {}
@@ -78,34 +88,33 @@ def training_curves(history: pd.DataFrame, dpi: int = DEFAULT_DPI) -> dict[str, 
         h = h.sort_values("epoch")
         fig = new_figure(13, 3.4, dpi)
         axes = fig.subplots(1, 3)
-        panels = [
-            (axes[0], "loss", [("train_loss", "train"), ("val_loss", "val")], False),
-            (axes[1], "validation metric", [("precision_at_1", "P@1"), ("r_precision", "R-precision"),
-                                            ("mean_average_precision_at_r", "MAP@R"),
-                                            ("accuracy", "accuracy")], False),
-            (axes[2], "learning rate", [("lr_backbone", "backbone"), ("lr_head", "head")], True),
-        ]
-        for ax, ylabel, series, log in panels:
-            drawn = 0
-            for col, label in series:
-                if col in h and h[col].notna().any():
-                    ax.plot(h["epoch"], h[col].astype(float), marker="o", ms=3, label=label)
-                    drawn += 1
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-            if drawn:
-                ax.legend(fontsize=8)
-                if log and (h[[c for c, _ in series if c in h]].fillna(1.0) > 0).all().all():
-                    ax.set_yscale("log")
-            else:
-                ax.text(0.5, 0.5, "not available\n(e.g. a split too small\nfor the metric)",
-                        ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        for ax, (ylabel, series, log) in zip(axes, TRAINING_PANELS, strict=True):
+            _curve_panel(ax, h, ylabel, series, log)
         title = f"{run.get('variant', '')}  seed {run.get('seed', '')}"
         fig.suptitle(f"Training curves: {title}", fontsize=11)
         figures[safe_name(f"{run.get('variant', 'run')}_seed{run.get('seed', '')}") + ".png"] = fig
     return figures
+
+
+def _curve_panel(ax: Any, h: pd.DataFrame, ylabel: str, series: Sequence[tuple[str, str]],
+                 log: bool) -> None:
+    """One panel: each available column of ``series`` against the epoch (or a note)."""
+    drawn = 0
+    for col, label in series:
+        if col in h and h[col].notna().any():
+            ax.plot(h["epoch"], h[col].astype(float), marker="o", ms=3, label=label)
+            drawn += 1
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8)
+        if log and (h[[c for c, _ in series if c in h]].fillna(1.0) > 0).all().all():
+            ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "not available\n(e.g. a split too small\nfor the metric)",
+                ha="center", va="center", transform=ax.transAxes, fontsize=9)
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -133,18 +142,7 @@ def baseline_vs_finetuned(comparison: pd.DataFrame, metrics: Sequence[str],
             for k, source in enumerate(SOURCES):
                 sub = comparison[(comparison["metric"] == metric) & (comparison["models"] == models)
                                  & (comparison["source"] == source)]
-                sub = sub.assign(_label=[config_label(r) for _, r in sub.iterrows()]) \
-                    .set_index("_label").reindex(labels)
-                means = sub["mean"].to_numpy(dtype=float)
-                errs = np.nan_to_num(sub["ci_half_width"].to_numpy(dtype=float), nan=0.0)
-                pos = x + (k - 0.5) * width
-                ax.bar(pos, np.nan_to_num(means), width, yerr=errs, capsize=3 if errs.any() else 0,
-                       color=SOURCE_COLORS[source], label=source)
-                if n <= 6:  # value labels above the error bars
-                    for p_, m_, e_ in zip(pos, means, errs, strict=True):
-                        top = 0.0 if np.isnan(m_) else m_ + (e_ if m_ >= 0 else 0.0)
-                        ax.text(p_, top, "n/a" if np.isnan(m_) else f"{m_:.2f}",
-                                ha="center", va="bottom", fontsize=7)
+                _bars(ax, sub, labels, x + (k - 0.5) * width, width, source)
             ax.axhline(0, color="black", lw=0.6)
             ax.set_xticks(x, [_short(lb, 20, 3) for lb in labels], rotation=30 if n > 2 else 0,
                           ha="right" if n > 2 else "center", fontsize=8)
@@ -154,6 +152,22 @@ def baseline_vs_finetuned(comparison: pd.DataFrame, metrics: Sequence[str],
     fig.legend(handles, names, loc="outside upper right", fontsize=8, ncols=2)
     fig.suptitle("Baseline vs fine-tuned (mean over seeds, error bars = t-interval)", fontsize=11)
     return fig
+
+
+def _bars(ax: Any, sub: pd.DataFrame, labels: Sequence[str], pos: np.ndarray, width: float,
+          source: str) -> None:
+    """One source's bars (one per configuration label), with value labels when few."""
+    sub = sub.assign(_label=[config_label(r) for _, r in sub.iterrows()]) \
+        .set_index("_label").reindex(labels)
+    means = sub["mean"].to_numpy(dtype=float)
+    errs = np.nan_to_num(sub["ci_half_width"].to_numpy(dtype=float), nan=0.0)
+    ax.bar(pos, np.nan_to_num(means), width, yerr=errs, capsize=3 if errs.any() else 0,
+           color=SOURCE_COLORS[source], label=source)
+    if len(labels) <= 6:  # value labels above the error bars
+        for p_, m_, e_ in zip(pos, means, errs, strict=True):
+            top = 0.0 if np.isnan(m_) else m_ + (e_ if m_ >= 0 else 0.0)
+            ax.text(p_, top, "n/a" if np.isnan(m_) else f"{m_:.2f}",
+                    ha="center", va="bottom", fontsize=7)
 
 
 def metric_heatmaps(comparison: pd.DataFrame, metrics: Sequence[str], source: str = FINETUNED,
@@ -180,30 +194,35 @@ def metric_heatmaps(comparison: pd.DataFrame, metrics: Sequence[str], source: st
             if not np.isfinite(vmin) or vmin == vmax:
                 vmin, vmax = (vmin - 0.5, vmax + 0.5) if np.isfinite(vmin) else (0, 1)
             for j, models in enumerate(models_cols):
-                ax = axes[i, j]
-                cell = vm[vm["models"] == models]
-                grid = cell.pivot_table(index="model", columns="loss", values="mean", dropna=False)
-                half = cell.pivot_table(index="model", columns="loss", values="ci_half_width",
-                                        dropna=False).reindex_like(grid)
-                annot = grid.copy().astype(object)
-                for r in grid.index:
-                    for c in grid.columns:
-                        m_, h_ = grid.loc[r, c], half.loc[r, c]
-                        annot.loc[r, c] = ("n/a" if pd.isna(m_) else
-                                           f"{m_:.3f}" + ("" if pd.isna(h_) else f"\n±{h_:.3f}"))
-                if grid.empty:
-                    ax.axis("off")
-                    ax.text(0.5, 0.5, "no data", ha="center", va="center")
-                    continue
-                sns.heatmap(grid.astype(float), ax=ax, annot=annot.to_numpy(), fmt="",
-                            cmap="viridis", vmin=vmin, vmax=vmax, cbar=j == len(models_cols) - 1,
-                            annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white")
-                ax.set_title(f"{metric_label(metric)}: {models} models", fontsize=10)
-                ax.tick_params(axis="y", rotation=0)
+                _heatmap(axes[i, j], vm[vm["models"] == models], vmin, vmax,
+                         j == len(models_cols) - 1, f"{metric_label(metric)}: {models} models")
         fig.suptitle(f"{source} model x loss, views = {views} (mean over seeds ± t-interval)",
                      fontsize=11)
         figures[safe_name(f"heatmap_{views}") + ".png"] = fig
     return figures
+
+
+def _heatmap(ax: Any, cell: pd.DataFrame, vmin: float, vmax: float, cbar: bool,
+             title: str) -> None:
+    """model x loss heatmap of ``cell``'s means, each annotated with its half width."""
+    grid = cell.pivot_table(index="model", columns="loss", values="mean", dropna=False)
+    half = cell.pivot_table(index="model", columns="loss", values="ci_half_width",
+                            dropna=False).reindex_like(grid)
+    annot = grid.copy().astype(object)
+    for r in grid.index:
+        for c in grid.columns:
+            m_, h_ = grid.loc[r, c], half.loc[r, c]
+            annot.loc[r, c] = ("n/a" if pd.isna(m_) else
+                               f"{m_:.3f}" + ("" if pd.isna(h_) else f"\n±{h_:.3f}"))
+    if grid.empty:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no data", ha="center", va="center")
+        return
+    sns.heatmap(grid.astype(float), ax=ax, annot=annot.to_numpy(), fmt="",
+                cmap="viridis", vmin=vmin, vmax=vmax, cbar=cbar,
+                annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white")
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="y", rotation=0)
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -227,43 +246,50 @@ def embedding_scatter(panels: Sequence[dict[str, Any]], legend_max_classes: int 
     axes = np.atleast_2d(fig.subplots(len(panels), 2, squeeze=False))
     for i, p in enumerate(panels):
         xy = np.asarray(p["xy"], dtype=float)
-        names = np.asarray(p["names"]).astype(str)
-        classes = sorted(set(names.tolist()))
-        colors = dict(zip(classes, _palette(len(classes)), strict=True))
-        ax = axes[i, 0]
-        for c in classes:
-            sel = names == c
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=colors[c], label=_short(c, 28, 1),
-                       alpha=0.85, linewidths=0)
-        ax.set_title(f"{p['title']}\ncoloured by true model ({len(classes)} models)", fontsize=10)
-        if 0 < len(classes) <= legend_max_classes:
-            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-        ax = axes[i, 1]
-        clusters = p.get("clusters")
-        if clusters is None:
-            ax.axis("off")
-            ax.text(0.5, 0.5, "no cluster assignment for this run / method", ha="center",
-                    va="center", transform=ax.transAxes)
-        else:
-            clusters = np.asarray(clusters, dtype=int)
-            ids = sorted(c for c in set(clusters.tolist()) if c >= 0)
-            ccol = dict(zip(ids, _palette(len(ids)), strict=True))
-            for c in ids:
-                sel = clusters == c
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=ccol[c], alpha=0.85, linewidths=0)
-            for value, label, marker in ((NOISE, "noise", "x"), (-2, "unassigned", ".")):
-                sel = clusters == value
-                if sel.any():
-                    ax.scatter(xy[sel, 0], xy[sel, 1], s=12, color="#b0b0b0", marker=marker,
-                               label=f"{label} ({int(sel.sum())})")
-            if (clusters < 0).any():
-                ax.legend(fontsize=7, loc="best")
-            ax.set_title(f"coloured by cluster ({len(ids)} clusters)\n{p.get('subtitle', '')}",
-                         fontsize=10)
+        _by_true_model(axes[i, 0], xy, p, legend_max_classes)
+        _by_cluster(axes[i, 1], xy, p)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
     return fig
+
+
+def _by_true_model(ax: Any, xy: np.ndarray, p: Mapping[str, Any], legend_max_classes: int
+                   ) -> None:
+    names = np.asarray(p["names"]).astype(str)
+    classes = sorted(set(names.tolist()))
+    colors = dict(zip(classes, _palette(len(classes)), strict=True))
+    for c in classes:
+        sel = names == c
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=colors[c], label=_short(c, 28, 1),
+                   alpha=0.85, linewidths=0)
+    ax.set_title(f"{p['title']}\ncoloured by true model ({len(classes)} models)", fontsize=10)
+    if 0 < len(classes) <= legend_max_classes:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
+def _by_cluster(ax: Any, xy: np.ndarray, p: Mapping[str, Any]) -> None:
+    clusters = p.get("clusters")
+    if clusters is None:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no cluster assignment for this run / method", ha="center",
+                va="center", transform=ax.transAxes)
+        return
+    clusters = np.asarray(clusters, dtype=int)
+    ids = sorted(c for c in set(clusters.tolist()) if c >= 0)
+    ccol = dict(zip(ids, _palette(len(ids)), strict=True))
+    for c in ids:
+        sel = clusters == c
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=ccol[c], alpha=0.85, linewidths=0)
+    for value, label, marker in ((NOISE, "noise", "x"), (-2, "unassigned", ".")):
+        sel = clusters == value
+        if sel.any():
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=12, color="#b0b0b0", marker=marker,
+                       label=f"{label} ({int(sel.sum())})")
+    if (clusters < 0).any():
+        ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"coloured by cluster ({len(ids)} clusters)\n{p.get('subtitle', '')}",
+                 fontsize=10)
 
 
 def cluster_gallery(rows: Sequence[GalleryRow], per_row: int, title: str,

@@ -11,14 +11,15 @@ import pandas as pd
 
 from compcars_kedro.reporting import html as H
 from compcars_kedro.reporting.display import config_value
+from compcars_kedro.reporting.params import HeadlineParams
 from compcars_kedro.reporting.tables import SPLIT_MODELS, metric_label, resolve_headline
 from compcars_kedro.reporting.wording import MODELS_TEXT, mean_ci, num_or_dash, source_text
 
 MATCHED_METRICS = ("ari", "ami", "noise_fraction", "mean_average_precision_at_r")
 SUMMARY_COLUMNS = ["source", "models", "metric", "mean", "std", "n_draws", "n_classes",
                    "per_class", "method"]
-#: quoted clustering method when the caller gives none
-DEFAULT_HEADLINE = {"selection_mode": "transfer", "reducer": "umap", "clusterer": "hdbscan"}
+#: quoted clustering method when the caller gives none: the parameters' default
+DEFAULT_HEADLINE = HeadlineParams().model_dump()
 
 
 def _headline_rows(t: pd.DataFrame, headline: Mapping[str, str]) -> pd.DataFrame:

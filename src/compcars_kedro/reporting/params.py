@@ -11,6 +11,7 @@ from compcars_kedro.names import (
     REPORTED_SPLITS,
     SOURCES,
     TEST,
+    TRANSFER,
     UNSEEN,
     ReportedSplit,
     SelectionMode,
@@ -26,7 +27,7 @@ class HeadlineParams(StrictModel):
     available selection mode / reducer / clusterer is used instead and the report says so.
     """
 
-    selection_mode: SelectionMode = "transfer"
+    selection_mode: SelectionMode = TRANSFER
     reducer: str = "umap"
     clusterer: str = "hdbscan"
 

@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from compcars_kedro.names import FINETUNED, LABELLED_MODES, MODE_ORDER, REFERENCE, SOURCES
+from compcars_kedro.names import (
+    FINETUNED,
+    LABELLED_MODES,
+    MODE_ORDER,
+    ORACLE,
+    REFERENCE,
+    SOURCES,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +380,7 @@ def clustering_methods(clustering: pd.DataFrame, confidence: float = 0.95,
         out = out.merge(true_k.groupby(by)["uses_true_k"].any().reset_index(), on=by, how="left")
     true_k = out["uses_true_k"].fillna(False).astype(bool) if "uses_true_k" in out else False
     out["label"] = np.select(
-        [out["selection_mode"].eq(REFERENCE) | true_k, out["selection_mode"].eq("oracle")],
+        [out["selection_mode"].eq(REFERENCE) | true_k, out["selection_mode"].eq(ORACLE)],
         ["reference: given the true number of models", "oracle: tuned on the reported labels"],
         "")
     order = {m: i for i, m in enumerate(MODE_ORDER)}

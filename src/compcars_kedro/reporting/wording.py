@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from compcars_kedro.names import TRANSFER
 from compcars_kedro.reporting import html as H
 from compcars_kedro.reporting.tables import metric_label
 
@@ -75,7 +76,7 @@ def source_text(source: str) -> str:
 def method_text(method: Mapping[str, str]) -> str:
     """``hdbscan on umap, transfer selection (parameters chosen on val)``."""
     return (f"{method['clusterer']} on {method['reducer']}, {method['selection_mode']} "
-            "selection (parameters chosen on val)" if method.get("selection_mode") == "transfer"
+            "selection (parameters chosen on val)" if method.get("selection_mode") == TRANSFER
             else f"{method['clusterer']} on {method['reducer']}, {method['selection_mode']} "
                  "selection")
 

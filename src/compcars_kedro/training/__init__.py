@@ -4,7 +4,7 @@ Public API: configs (:class:`ModelConfig`, :class:`LossConfig`, :class:`Training
 :class:`ViewData`, :func:`build_model`, :func:`fit`, :func:`extract_embeddings`,
 :func:`retrieval_metrics`, :class:`Checkpoint` / :func:`save_checkpoint` /
 :func:`load_checkpoint` / :func:`model_from_checkpoint`, the registries
-:data:`MODEL_REGISTRY` / :data:`LOSS_REGISTRY`, :func:`build_prompt`.
+:data:`MODEL_REGISTRY` / :data:`LOSS_REGISTRY` / :data:`MINERS`, :func:`build_prompt`.
 """
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -12,8 +12,6 @@ from .config import (
     AugmentConfig,
     ClipOptions,
     EarlyStoppingConfig,
-    LossConfig,
-    ModelConfig,
     SamplerConfig,
     TrainingConfig,
 )
@@ -21,9 +19,10 @@ from .data import ViewData
 from .fit import fit
 from .inference import extract_embeddings, model_from_checkpoint
 from .loop import FitResult
-from .losses import LOSS_REGISTRY, build_loss, validate_combination
+from .losses import LOSS_REGISTRY, LossConfig, build_loss, validate_combination
 from .metrics import retrieval_metrics
-from .models import MODEL_REGISTRY, EmbeddingModel, build_model, param_groups
+from .miners import MINERS, MinerConfig
+from .models import MODEL_REGISTRY, EmbeddingModel, ModelConfig, build_model, param_groups
 from .seed import seed_everything
 from .tokenizer import build_prompt
 from .trainer import Trainer
@@ -38,7 +37,9 @@ __all__ = [
     "FitResult",
     "LOSS_REGISTRY",
     "LossConfig",
+    "MINERS",
     "MODEL_REGISTRY",
+    "MinerConfig",
     "ModelConfig",
     "SamplerConfig",
     "Trainer",

@@ -1,10 +1,10 @@
-"""Pydantic (v2) configuration models of the training library.
+"""Pydantic (v2) configuration models of the training library that name no registry entry.
 
 Every model forbids unknown keys (``extra="forbid"``), so a typo in the YAML parameters fails
-early with the offending key named.  Registry names (``model.name``, ``loss.name``) are checked
-against :data:`~compcars_kedro.training.models.MODEL_REGISTRY` and
-:data:`~compcars_kedro.training.losses.LOSS_REGISTRY`; loss hyper-parameters are validated against
-the parameter model of the chosen loss (a parameter that belongs to another loss is rejected).
+early with the offending key named.  The configs that name a registry entry live next to their
+registry, which validates them: :class:`~compcars_kedro.training.models.ModelConfig`
+(``MODEL_REGISTRY``) and :class:`~compcars_kedro.training.losses.LossConfig` (``LOSS_REGISTRY``,
+with the miners of ``MINERS``); this module imports no registry.
 
 Epoch semantics: one epoch always draws ``len(train)`` samples (``len(train) // batch_size``
 optimizer steps), also with the P x K ``MPerClassSampler`` (its ``length_before_new_iter`` is the
@@ -13,7 +13,7 @@ number of training samples).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -60,184 +60,6 @@ class ClipOptions(StrictModel):
     tokenizer: str | None = None
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     max_length: int = Field(77, ge=4)
-
-
-class ModelConfig(StrictModel):
-    """Backbone, weights, input and head."""
-
-    name: str = "resnet50"
-    weights: str | None = None
-    image_size: int = Field(224, ge=16)
-    views: list[Literal["front", "rear"]] = Field(default_factory=lambda: ["front"])
-    head: Literal["classification", "metric"] = "metric"
-    embedding_dim: int | None = Field(None, ge=1)
-    arch: dict[str, int] = Field(default_factory=dict)
-    clip: ClipOptions = Field(default_factory=ClipOptions)
-
-    @field_validator("views")
-    @classmethod
-    def _views(cls, v: list[str]) -> list[str]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError(
-                f"model.views must be a non-empty list of distinct views out of ['front', 'rear'], got {v}"
-            )
-        return v
-
-    @model_validator(mode="after")
-    def _registry(self) -> ModelConfig:
-        from .models import MODEL_REGISTRY
-
-        if self.name not in MODEL_REGISTRY:
-            raise ValueError(
-                f"model.name={self.name!r} is unknown; valid names: {sorted(MODEL_REGISTRY)}"
-            )
-        spec = MODEL_REGISTRY[self.name]
-        bad = sorted(set(self.arch) - set(spec.arch_keys))
-        if bad:
-            raise ValueError(
-                f"model.arch has unknown key(s) {bad} for model {self.name!r}; "
-                f"valid keys: {sorted(spec.arch_keys)}"
-            )
-        patch = spec.patch_size(self.arch)
-        if patch is not None and self.image_size % patch != 0:
-            raise ValueError(
-                f"model.image_size={self.image_size} must be a multiple of the patch size {patch} "
-                f"of model {self.name!r}"
-            )
-        return self
-
-    @property
-    def num_views(self) -> int:
-        """Number of views fused by concatenation."""
-        return len(self.views)
-
-
-# --------------------------------------------------------------------------- loss
-
-
-class CEParams(StrictModel):
-    """Cross-entropy over the classification logits."""
-
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-
-
-class ArcFaceParams(StrictModel):
-    """pml ArcFaceLoss; ``margin`` is in DEGREES (pml convention, 28.6 deg = 0.5 rad)."""
-
-    margin: float = Field(28.6, ge=0.0)
-    scale: float = Field(64.0, gt=0.0)
-
-
-class ContrastiveParams(StrictModel):
-    """pml ContrastiveLoss (+ optional miner)."""
-
-    pos_margin: float = Field(0.0, ge=0.0)
-    neg_margin: float = Field(1.0, gt=0.0)
-    miner: Literal["none", "pair_margin", "batch_hard"] = "none"
-    miner_pos_margin: float = Field(0.2, ge=0.0)
-    miner_neg_margin: float = Field(0.8, gt=0.0)
-
-    @model_validator(mode="after")
-    def _margins(self) -> ContrastiveParams:
-        if self.neg_margin <= self.pos_margin:
-            raise ValueError(f"losses.contrastive.neg_margin ({self.neg_margin}) must exceed "
-                             f"pos_margin ({self.pos_margin})")
-        return self
-
-
-class NTXentParams(StrictModel):
-    """pml NTXentLoss (supervised: all same-label pairs are positives)."""
-
-    temperature: float = Field(0.07, gt=0.0)
-
-
-class TripletParams(StrictModel):
-    """pml TripletMarginLoss + TripletMarginMiner (same margin unless ``miner_margin`` set)."""
-
-    margin: float = Field(0.05, ge=0.0)
-    type_of_triplets: Literal["all", "hard", "semihard", "easy"] = "semihard"
-    miner_margin: float | None = Field(None, ge=0.0)
-
-
-class MultiSimilarityParams(StrictModel):
-    """pml MultiSimilarityLoss + MultiSimilarityMiner."""
-
-    alpha: float = Field(2.0, gt=0.0)
-    beta: float = Field(50.0, gt=0.0)
-    base: float = 0.5
-    epsilon: float = Field(0.1, ge=0.0)
-    use_miner: bool = True
-
-
-class ClipLossParams(StrictModel):
-    """Symmetric image-text InfoNCE with CLIP's learnable ``logit_scale`` (exp clamped at 100).
-
-    ``mask_same_class``: other same-class texts/images in the batch are removed from the
-    negatives (they are not treated as negatives).
-    """
-
-    mask_same_class: bool = True
-    max_logit_scale: float = Field(100.0, gt=0.0)
-
-
-LOSS_PARAMS: dict[str, type[StrictModel]] = {
-    "ce": CEParams,
-    "arcface": ArcFaceParams,
-    "contrastive": ContrastiveParams,
-    "ntxent": NTXentParams,
-    "triplet": TripletParams,
-    "multisimilarity": MultiSimilarityParams,
-    "clip": ClipLossParams,
-}
-
-
-class LossConfig(StrictModel):
-    """Loss name + its hyper-parameters.
-
-    Accepts ``{"name": "triplet", "margin": 0.1}`` (flat) or
-    ``{"name": "triplet", "params": {"margin": 0.1}}``; ``params`` is filled with the defaults.
-    """
-
-    name: str = "ce"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _flatten(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            extra = {k: data.pop(k) for k in list(data) if k not in ("name", "params")}
-            if extra:
-                params = dict(data.get("params") or {})
-                dup = sorted(set(params) & set(extra))
-                if dup:
-                    raise ValueError(f"loss parameter(s) {dup} given both flat and under 'params'")
-                params.update(extra)
-                data["params"] = params
-        return data
-
-    @model_validator(mode="after")
-    def _validate_params(self) -> LossConfig:
-        from .losses import LOSS_REGISTRY
-
-        if self.name not in LOSS_REGISTRY:
-            raise ValueError(
-                f"loss.name={self.name!r} is unknown; valid names: {sorted(LOSS_REGISTRY)}"
-            )
-        params_model = LOSS_PARAMS[self.name]
-        bad = sorted(set(self.params) - set(params_model.model_fields))
-        if bad:
-            raise ValueError(
-                f"loss {self.name!r} got unknown parameter(s) {bad}; "
-                f"valid: {sorted(params_model.model_fields)}"
-            )
-        self.params = params_model(**self.params).model_dump()
-        return self
-
-    @property
-    def hparams(self) -> Any:
-        """The typed parameter model of this loss (e.g. :class:`ArcFaceParams`)."""
-        return LOSS_PARAMS[self.name](**self.params)
 
 
 # --------------------------------------------------------------------------- training

@@ -42,11 +42,13 @@ import torch
 import torch.distributed as torch_dist
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import LossConfig, ModelConfig, TrainingConfig
+from .config import TrainingConfig
 from .data import ViewData
 from .dist_context import DistContext
 from .inference import model_from_checkpoint
 from .loop import FitResult, fit_rank, fit_result
+from .losses import LossConfig
+from .models import ModelConfig
 from .state import TrainState
 
 logger = logging.getLogger(__name__)

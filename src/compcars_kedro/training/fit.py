@@ -18,10 +18,12 @@ from pathlib import Path
 
 import torch
 
-from .config import LossConfig, ModelConfig, TrainingConfig
+from .config import TrainingConfig
 from .data import ViewData
 from .distributed import fit_distributed
 from .loop import FitResult, fit_rank
+from .losses import LossConfig
+from .models import ModelConfig
 
 
 def fit(

@@ -19,9 +19,8 @@ from tqdm.auto import tqdm
 
 from .augment import prepare_images
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import ModelConfig
 from .data import EpochBatchSampler, ViewData, make_loader, sequential_batches
-from .models import EmbeddingModel, build_model
+from .models import EmbeddingModel, ModelConfig, build_model
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import LossConfig, ModelConfig, TrainingConfig
+from .config import TrainingConfig
 from .data import ViewData
+from .losses import LossConfig
 from .metrics import HISTORY_COLUMNS
+from .models import ModelConfig
 from .state import EarlyStopping, TrainState
 from .trainer import Trainer
 

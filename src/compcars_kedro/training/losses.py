@@ -1,5 +1,10 @@
 """Loss registry (pytorch-metric-learning where it has the loss).
 
+One :data:`LOSS_REGISTRY` entry per loss carries everything about it: its parameter model
+(the keys of ``losses.<name>`` in the parameters, with their defaults), how to build it, the
+head it trains and its batch / model requirements.  Adding a loss = one entry (+ its
+parameter model) and its defaults in ``conf/base/parameters_finetuning.yml``.
+
 Every loss module is called as ``loss_module(outputs, labels)`` with the model's output dict
 (``embedding``, ``logits``, ``view_features``, and for CLIP ``logit_scale`` / ``text_embedding``).
 Head / model requirements:
@@ -7,7 +12,7 @@ Head / model requirements:
 * ``ce`` needs ``model.head='classification'``;
 * ``arcface``, ``contrastive``, ``ntxent``, ``triplet``, ``multisimilarity`` need
   ``model.head='metric'`` (ArcFace's class weights live in the loss module and are optimised
-  with the head learning rate);
+  with the head learning rate); the pair losses take an optional miner (:mod:`.miners`);
 * ``clip`` needs ``model.name='clip'``, ``model.head='metric'`` and ``model.embedding_dim=null``
   (the image embedding must stay in CLIP's joint space) and ``ViewData.texts``.
 """
@@ -16,26 +21,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from pytorch_metric_learning import losses as pml_losses
-from pytorch_metric_learning import miners as pml_miners
 from torch import nn
 
-from .config import (
-    ArcFaceParams,
-    CEParams,
-    ClipLossParams,
-    ContrastiveParams,
-    LossConfig,
-    ModelConfig,
-    MultiSimilarityParams,
-    NTXentParams,
-    TrainingConfig,
-    TripletParams,
-)
+from .config import StrictModel, TrainingConfig
+from .miners import MinerConfig, OptionalMiner
+
+if TYPE_CHECKING:
+    from .models import ModelConfig
+
+
+# --------------------------------------------------------------------------- loss modules
 
 
 class CELoss(nn.Module):
@@ -137,73 +138,175 @@ def _scale_grad(t: torch.Tensor, factor: float) -> torch.Tensor:
     return t * factor + t.detach() * (1.0 - factor)
 
 
-def _ce(p: CEParams, num_classes: int, embedding_size: int) -> nn.Module:
-    return CELoss(p)
+# --------------------------------------------------------------------------- parameters
 
 
-def _arcface(p: ArcFaceParams, num_classes: int, embedding_size: int) -> nn.Module:
-    return PMLLoss(
-        pml_losses.ArcFaceLoss(num_classes, embedding_size, margin=p.margin, scale=p.scale)
-    )
+class CEParams(StrictModel):
+    """Cross-entropy over the classification logits."""
+
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-def _contrastive(p: ContrastiveParams, num_classes: int, embedding_size: int) -> nn.Module:
-    miner: nn.Module | None = None
-    if p.miner == "pair_margin":
-        miner = pml_miners.PairMarginMiner(
-            pos_margin=p.miner_pos_margin, neg_margin=p.miner_neg_margin
-        )
-    elif p.miner == "batch_hard":
-        miner = pml_miners.BatchHardMiner()
-    return PMLLoss(
-        pml_losses.ContrastiveLoss(pos_margin=p.pos_margin, neg_margin=p.neg_margin), miner
-    )
+class ArcFaceParams(StrictModel):
+    """pml ArcFaceLoss; ``margin`` is in DEGREES (pml convention, 28.6 deg = 0.5 rad)."""
+
+    margin: float = Field(28.6, ge=0.0)
+    scale: float = Field(64.0, gt=0.0)
 
 
-def _ntxent(p: NTXentParams, num_classes: int, embedding_size: int) -> nn.Module:
-    return PMLLoss(pml_losses.NTXentLoss(temperature=p.temperature))
+class ContrastiveParams(StrictModel):
+    """pml ContrastiveLoss (+ optional miner)."""
+
+    pos_margin: float = Field(0.0, ge=0.0)
+    neg_margin: float = Field(1.0, gt=0.0)
+    miner: OptionalMiner = None
+
+    @model_validator(mode="after")
+    def _margins(self) -> ContrastiveParams:
+        if self.neg_margin <= self.pos_margin:
+            raise ValueError(f"losses.contrastive.neg_margin ({self.neg_margin}) must exceed "
+                             f"pos_margin ({self.pos_margin})")
+        return self
 
 
-def _triplet(p: TripletParams, num_classes: int, embedding_size: int) -> nn.Module:
-    margin = p.margin if p.miner_margin is None else p.miner_margin
-    return PMLLoss(
-        pml_losses.TripletMarginLoss(margin=p.margin),
-        pml_miners.TripletMarginMiner(margin=margin, type_of_triplets=p.type_of_triplets),
-    )
+class NTXentParams(StrictModel):
+    """pml NTXentLoss (supervised: all same-label pairs are positives)."""
+
+    temperature: float = Field(0.07, gt=0.0)
 
 
-def _multisimilarity(p: MultiSimilarityParams, num_classes: int, embedding_size: int) -> nn.Module:
-    miner = pml_miners.MultiSimilarityMiner(epsilon=p.epsilon) if p.use_miner else None
-    return PMLLoss(pml_losses.MultiSimilarityLoss(alpha=p.alpha, beta=p.beta, base=p.base), miner)
+class TripletParams(StrictModel):
+    """pml TripletMarginLoss + a miner (TripletMarginMiner by default)."""
+
+    margin: float = Field(0.05, ge=0.0)
+    miner: OptionalMiner = Field(default_factory=lambda: MinerConfig(
+        name="triplet_margin", args={"margin": 0.05, "type_of_triplets": "semihard"}))
 
 
-def _clip(p: ClipLossParams, num_classes: int, embedding_size: int) -> nn.Module:
-    return ClipLoss(p)
+class MultiSimilarityParams(StrictModel):
+    """pml MultiSimilarityLoss + a miner (MultiSimilarityMiner by default)."""
+
+    alpha: float = Field(2.0, gt=0.0)
+    beta: float = Field(50.0, gt=0.0)
+    base: float = 0.5
+    miner: OptionalMiner = Field(default_factory=lambda: MinerConfig(name="multisimilarity"))
+
+
+class ClipLossParams(StrictModel):
+    """Symmetric image-text InfoNCE with CLIP's learnable ``logit_scale`` (exp clamped at 100).
+
+    ``mask_same_class``: other same-class texts/images in the batch are removed from the
+    negatives (they are not treated as negatives).
+    """
+
+    mask_same_class: bool = True
+    max_logit_scale: float = Field(100.0, gt=0.0)
+
+
+# --------------------------------------------------------------------------- registry
+
+Builder = Callable[[Any, int, int], nn.Module]  # (params, num_classes, embedding_size)
+
+
+def pml_loss(loss_cls: type[nn.Module], *, class_weights: bool = False) -> Builder:
+    """Builder of a pml embedding loss whose keyword arguments are its parameters' fields
+    (``miner`` aside, built from :data:`~.miners.MINERS`); ``class_weights`` losses (ArcFace)
+    also get ``(num_classes, embedding_size)``."""
+
+    def build(p: StrictModel, num_classes: int, embedding_size: int) -> nn.Module:
+        miner_cfg: MinerConfig | None = getattr(p, "miner", None)
+        args = (num_classes, embedding_size) if class_weights else ()
+        loss = loss_cls(*args, **p.model_dump(exclude={"miner"}))
+        return PMLLoss(loss, miner_cfg.build() if miner_cfg is not None else None)
+
+    return build
 
 
 @dataclass(frozen=True)
 class LossSpec:
-    """Registry entry of a loss."""
+    """Registry entry of a loss: everything about it."""
 
-    builder: Callable[[Any, int, int], nn.Module]
-    head: str  # required model.head
+    params: type[StrictModel]  # its parameters (losses.<name>) and their defaults
+    build: Builder
+    head: Literal["classification", "metric"]  # required model.head
     pk_sampler: bool  # 'auto' sampler uses P x K batches
-    needs_text: bool = False
+    needs_text: bool = False  # trains on ViewData.texts (CLIP's text tower)
     model: str | None = None  # required model.name
     cross_batch: bool = False  # compares samples of a batch (DDP gathers every rank's)
+    projection: bool = True  # a metric head may project (model.embedding_dim); False: own space
 
 
 LOSS_REGISTRY: dict[str, LossSpec] = {
-    "ce": LossSpec(_ce, head="classification", pk_sampler=False),
-    "arcface": LossSpec(_arcface, head="metric", pk_sampler=False),
-    "contrastive": LossSpec(_contrastive, head="metric", pk_sampler=True, cross_batch=True),
-    "ntxent": LossSpec(_ntxent, head="metric", pk_sampler=True, cross_batch=True),
-    "triplet": LossSpec(_triplet, head="metric", pk_sampler=True, cross_batch=True),
-    "multisimilarity": LossSpec(_multisimilarity, head="metric", pk_sampler=True, cross_batch=True),
-    "clip": LossSpec(
-        _clip, head="metric", pk_sampler=False, needs_text=True, model="clip", cross_batch=True
-    ),
+    "ce": LossSpec(CEParams, lambda p, _n, _d: CELoss(p), head="classification",
+                   pk_sampler=False),
+    "arcface": LossSpec(ArcFaceParams, pml_loss(pml_losses.ArcFaceLoss, class_weights=True),
+                        head="metric", pk_sampler=False),
+    "contrastive": LossSpec(ContrastiveParams, pml_loss(pml_losses.ContrastiveLoss),
+                            head="metric", pk_sampler=True, cross_batch=True),
+    "ntxent": LossSpec(NTXentParams, pml_loss(pml_losses.NTXentLoss), head="metric",
+                       pk_sampler=True, cross_batch=True),
+    "triplet": LossSpec(TripletParams, pml_loss(pml_losses.TripletMarginLoss), head="metric",
+                        pk_sampler=True, cross_batch=True),
+    "multisimilarity": LossSpec(MultiSimilarityParams, pml_loss(pml_losses.MultiSimilarityLoss),
+                                head="metric", pk_sampler=True, cross_batch=True),
+    "clip": LossSpec(ClipLossParams, lambda p, _n, _d: ClipLoss(p), head="metric",
+                     pk_sampler=False, needs_text=True, model="clip", cross_batch=True,
+                     projection=False),
 }
+
+
+def loss_spec(name: str, key: str = "loss.name") -> LossSpec:
+    """The :data:`LOSS_REGISTRY` entry of ``name``; an unknown name names ``key`` and the
+    valid names."""
+    if name not in LOSS_REGISTRY:
+        raise ValueError(f"{key}={name!r} is unknown; valid names: {sorted(LOSS_REGISTRY)}")
+    return LOSS_REGISTRY[name]
+
+
+class LossConfig(StrictModel):
+    """Loss name + its hyper-parameters.
+
+    Accepts ``{"name": "triplet", "margin": 0.1}`` (flat) or
+    ``{"name": "triplet", "params": {"margin": 0.1}}``; ``params`` is filled with the defaults.
+    """
+
+    name: str = "ce"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            extra = {k: data.pop(k) for k in list(data) if k not in ("name", "params")}
+            if extra:
+                params = dict(data.get("params") or {})
+                dup = sorted(set(params) & set(extra))
+                if dup:
+                    raise ValueError(f"loss parameter(s) {dup} given both flat and under 'params'")
+                params.update(extra)
+                data["params"] = params
+        return data
+
+    @model_validator(mode="after")
+    def _validate_params(self) -> LossConfig:
+        params_model = loss_spec(self.name).params
+        bad = sorted(set(self.params) - set(params_model.model_fields))
+        if bad:
+            raise ValueError(
+                f"loss {self.name!r} got unknown parameter(s) {bad}; "
+                f"valid: {sorted(params_model.model_fields)}"
+            )
+        self.params = params_model(**self.params).model_dump()
+        return self
+
+    @property
+    def hparams(self) -> Any:
+        """The typed parameter model of this loss (e.g. :class:`ArcFaceParams`)."""
+        return LOSS_REGISTRY[self.name].params(**self.params)
+
+
+# --------------------------------------------------------------------------- use
 
 
 def build_loss(
@@ -215,7 +318,7 @@ def build_loss(
     embeddings; per-sample losses (ce, arcface) stay local (DDP averages their gradients).
     """
     spec = LOSS_REGISTRY[loss_cfg.name]
-    module = spec.builder(loss_cfg.hparams, num_classes, embedding_size)
+    module = spec.build(loss_cfg.hparams, num_classes, embedding_size)
     if world_size > 1 and spec.cross_batch:
         module.distribute(world_size)
     return module
@@ -234,11 +337,12 @@ def validate_combination(
         raise ValueError(
             f"loss.name={loss_cfg.name!r} requires model.name={spec.model!r} (got {model_cfg.name!r})"
         )
-    if loss_cfg.name == "clip" and model_cfg.embedding_dim is not None:
+    if not spec.projection and model_cfg.embedding_dim is not None:
         raise ValueError(
-            "loss.name='clip' trains CLIP's joint image-text space: set model.embedding_dim to null"
+            f"loss.name={loss_cfg.name!r} trains the backbone's own embedding space (CLIP's joint "
+            "image-text space): set model.embedding_dim to null"
         )
-    if model_cfg.name == "clip" and loss_cfg.name != "clip" and model_cfg.clip.phase == "text":
+    if model_cfg.name == "clip" and not spec.needs_text and model_cfg.clip.phase == "text":
         raise ValueError(
             f"model.clip.phase='text' only trains the text tower, which loss.name={loss_cfg.name!r} "
             "does not use; use loss.name='clip' or model.clip.phase='vision'/'projection'"

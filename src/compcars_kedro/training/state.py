@@ -13,8 +13,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .config import EarlyStoppingConfig, LossConfig, ModelConfig
+from .config import EarlyStoppingConfig
+from .losses import LossConfig
 from .metrics import VAL_METRICS
+from .models import ModelConfig
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint

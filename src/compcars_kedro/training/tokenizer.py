@@ -13,7 +13,7 @@ attention_mask)``, ``eos_token_id``, ``vocab_size``):
 
 Pooling: transformers' ``CLIPTextModel`` pools the hidden state at the FIRST position of
 ``config.eos_token_id`` (and only when that id is ``2``, a legacy value of old configs, at the
-``argmax`` of the ids).  :func:`~compcars_kedro.training.models.ClipBackbone.set_eos_token_id` is
+``argmax`` of the ids).  :func:`~compcars_kedro.training.clip.ClipBackbone.set_eos_token_id` is
 called with the tokenizer's EOS id (3 for the BPE, 49407 for CLIP's), so pooling always picks the
 EOS token of our sequences (padding after EOS is never pooled).
 """

@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 
 from .augment import prepare_images
 from .checkpoint import Checkpoint, cpu_state
-from .config import LossConfig, ModelConfig, TrainingConfig
+from .config import TrainingConfig
 from .data import EpochBatchSampler, ViewData, make_loader, pk_batches, random_batches
 from .inference import autocast, resolve_device
-from .losses import build_loss, uses_pk_sampler
+from .losses import LossConfig, build_loss, uses_pk_sampler
 from .metrics import VAL_METRICS, retrieval_metrics
-from .models import build_model
+from .models import ModelConfig, build_model
 from .seed import derive_seed, seed_everything
 from .tokenizer import BPETokenizer
 from .trainer_setup import build_optimizer, build_val_loader, check_run, encode_texts

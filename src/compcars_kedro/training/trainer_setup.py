@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import LossConfig, ModelConfig, TrainingConfig
+from .config import TrainingConfig
 from .data import EpochBatchSampler, ViewData, make_loader
-from .losses import LOSS_REGISTRY, validate_combination
-from .models import EmbeddingModel, param_groups
+from .losses import LOSS_REGISTRY, LossConfig, validate_combination
+from .models import EmbeddingModel, ModelConfig, param_groups
 from .schedule import build_scheduler
 from .seed import derive_seed
 from .state import early_stopping_monitor

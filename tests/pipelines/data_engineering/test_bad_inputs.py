@@ -31,7 +31,7 @@ PARAMS = {"min_images_per_class_per_view": 2, "unseen_fraction": 0.34, "num_work
 def _run(source: Path, params: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     raw = detect_source(source)
     manifest = parse_raw(raw, params or PARAMS)
-    valid, rejected = validate_images(manifest, raw, params or PARAMS)
+    valid, rejected, _ = validate_images(manifest, raw, params or PARAMS)
     return manifest, valid, rejected
 
 
@@ -136,18 +136,18 @@ def test_exif_orientation_6_gives_an_upright_crop_matching_the_box(tmp_path: Pat
 
 
 def test_too_large_is_rejected_from_the_header(tmp_path: Path, monkeypatch) -> None:
-    import compcars_kedro.pipelines.data_engineering.nodes as nodes
+    import compcars_kedro.data.dedup as dedup
 
     big = tmp_path / "collection" / "images"
     csv, _ = make_bad_manifest(tmp_path, [])
     png_header_only(big / "wide.png", 3000, 2000)  # 6 MP: above a 5 MP limit
     csv.write_text(csv.read_text() + "images/wide.png,alpha,front,,,,\n")
     decoded: list[str] = []
-    real = nodes.check_decodes
-    monkeypatch.setattr(nodes, "check_decodes", lambda p: decoded.append(p) or real(p))
+    real = dedup.check_and_hash
+    monkeypatch.setattr(dedup, "check_and_hash", lambda a: decoded.append(a[0]) or real(a))
     _, _, rejected = _run(csv, {**PARAMS, "max_pixels": 5_000_000})
     assert rejected.set_index("path").loc["images/wide.png", "reason"] == "too_large"
-    assert not any(p.endswith("wide.png") for p in decoded)  # never decoded
+    assert decoded and not any(p.endswith("wide.png") for p in decoded)  # never decoded
 
 
 class _Kept(MemoryDataset):

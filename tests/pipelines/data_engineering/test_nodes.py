@@ -81,7 +81,7 @@ def test_parse_reads_compcars_quirks(manifest: pd.DataFrame, tiny_sample: Path) 
 
 
 def test_validate_rejects_each_planted_input_with_its_reason(validated, tiny_sample: Path) -> None:
-    valid, rejected = validated
+    valid, rejected, _ = validated
     info = json.loads((tiny_sample / "sample_info.json").read_text())
     reasons = dict(zip(rejected["path"], rejected["reason"], strict=True))
     for planted in info["planted"]:
@@ -98,7 +98,7 @@ def test_validate_rejects_each_planted_input_with_its_reason(validated, tiny_sam
 
 
 def test_validate_accounts_for_every_row(manifest, validated) -> None:
-    valid, rejected = validated
+    valid, rejected, _ = validated
     assert len(valid) + len(rejected) == len(manifest)
     boxes = valid[["x0", "y0", "x1", "y1"]].to_numpy()
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= valid["width"].to_numpy()).all()
@@ -106,7 +106,7 @@ def test_validate_accounts_for_every_row(manifest, validated) -> None:
 
 
 def test_split_is_deterministic_and_open_set(validated) -> None:
-    valid, _ = validated
+    valid, _, _ = validated
     a = split_dataset(valid, PARAMS)
     b = split_dataset(valid, PARAMS)
     pd.testing.assert_frame_equal(a[0], b[0])
@@ -199,12 +199,30 @@ def test_train_cycles_the_shorter_view() -> None:
     assert set(pairs["rear_image_id"]) == {"rear00", "rear01", "rear02"}
 
 
-def test_planted_near_duplicates_land_in_one_split(validated, raw, tiny_sample: Path) -> None:
-    from compcars_kedro.pipelines.data_engineering.nodes import hash_images
+def test_image_hashes_come_from_the_validation_decode(validated, raw) -> None:
+    """The hashes validate_images returns are the box-crop hashes of every kept-viewpoint valid
+    image (what a separate pass of ``crop_hash`` gives), and decode errors keep their text."""
+    from compcars_kedro.data.dedup import crop_hash
+    from compcars_kedro.data.imaging import check_decodes
 
+    valid, rejected, hashes = validated
+    kept = valid.loc[valid["viewpoint"].isin(["front", "rear"])]
+    assert list(hashes.columns) == ["image_id", "hash", "method", "hash_size"]
+    assert list(hashes["image_id"]) == list(kept["image_id"]) and len(kept) < len(valid)
+    assert set(hashes["method"]) == {"phash"} and set(hashes["hash_size"]) == {16}
+    expected = [crop_hash((str(raw.resolve(r.path)), (r.x0, r.y0, r.x1, r.y1), "phash", 16))
+                for r in kept.itertuples()]
+    assert list(hashes["hash"]) == expected and "" not in expected
+    broken = rejected.loc[rejected["reason"] == "decode_error"]
+    assert len(broken) >= 1 and rejected["image_id"].is_unique
+    for r in broken.itertuples():
+        assert r.detail == check_decodes(str(raw.resolve(r.path)))
+
+
+def test_planted_near_duplicates_land_in_one_split(validated, raw, tiny_sample: Path) -> None:
     info = json.loads((tiny_sample / "sample_info.json").read_text())
     assert info["near_duplicates"]
-    hashes = hash_images(validated[0], raw, PARAMS)
+    hashes = validated[2]
     for seed in range(6):  # whatever the seed, a group is never cut
         images, _, _, summary = split_dataset(validated[0], {**PARAMS, "seed": seed}, hashes)
         by_path = images.set_index("path")

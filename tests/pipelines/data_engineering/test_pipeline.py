@@ -16,7 +16,6 @@ from compcars_kedro.data.raw import detect_source
 from compcars_kedro.datasets import CropsStoreDataset
 from compcars_kedro.pipelines.data_engineering import create_pipeline
 from compcars_kedro.pipelines.data_engineering.nodes import (
-    hash_images,
     parse_raw,
     validate_images,
 )
@@ -29,12 +28,12 @@ PARAMS = {"min_images_per_class_per_view": 3, "num_workers": 1,
 def test_sliced_pipeline_from_split_runs_in_sequential_runner(tiny_sample: Path,
                                                               tmp_path: Path) -> None:
     raw = detect_source(tiny_sample)
-    valid, _ = validate_images(parse_raw(raw), raw, PARAMS)
+    valid, _, hashes = validate_images(parse_raw(raw), raw, PARAMS)
     pipe = create_pipeline().from_nodes("split_dataset")
     assert {n.name for n in pipe.nodes} == {"split_dataset", "crop_images"}
     catalog = DataCatalog({
         "validated_images": MemoryDataset(valid),
-        "image_hashes": MemoryDataset(hash_images(valid, raw, PARAMS)),
+        "image_hashes": MemoryDataset(hashes),
         "compcars_raw": MemoryDataset(raw, copy_mode="assign"),
         "params:data_engineering": MemoryDataset(PARAMS),
         "image_splits": ParquetDataset(filepath=str(tmp_path / "splits.parquet"),

@@ -115,16 +115,15 @@ def test_variant_with_another_split_seed_uses_its_own_split_without_recropping(
         grid_catalog: DataCatalog, tmp_path: Path, tiny_sample: Path) -> None:
     from compcars_kedro.data.raw import detect_source
     from compcars_kedro.pipelines.data_engineering.nodes import (
-        hash_images,
         parse_raw,
         validate_images,
     )
     from tests.conftest import TINY_DE_PARAMS
 
     raw = detect_source(tiny_sample)
-    valid, _ = validate_images(parse_raw(raw), raw, TINY_DE_PARAMS)
+    valid, _, hashes = validate_images(parse_raw(raw), raw, TINY_DE_PARAMS)
     grid_catalog["validated_images"] = MemoryDataset(valid)
-    grid_catalog["image_hashes"] = MemoryDataset(hash_images(valid, raw, TINY_DE_PARAMS))
+    grid_catalog["image_hashes"] = MemoryDataset(hashes)
     grid_catalog["params:data_engineering"] = MemoryDataset(TINY_DE_PARAMS)
     variant = Variant("resnet18", "multisimilarity", "front+rear", 0, split_seed=5)
     pipe = study_pipeline([variant], "grid")

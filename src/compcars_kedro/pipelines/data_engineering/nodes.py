@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compcars_kedro.data.dedup import hash_crops, near_duplicate_groups
+from compcars_kedro.data.dedup import check_and_hash_many, near_duplicate_groups
 from compcars_kedro.data.fingerprint import (
     SOURCE_KEY,
     fingerprints_of,
     source_fingerprint,
     stamp_split_tables,
 )
-from compcars_kedro.data.imaging import CropPlan, CropSpec, check_decodes, parallel_map
+from compcars_kedro.data.imaging import CropPlan, CropSpec
 from compcars_kedro.data.raw import RawSource, parse_compcars, parse_manifest_csv
 from compcars_kedro.names import (
     BBOX_OUTSIDE_IMAGE,
@@ -68,19 +68,15 @@ def _bbox_check(row: pd.Series, tolerance: float, min_size: int) -> tuple[str | 
     return None, "", (cx0, cy0, cx1, cy1)
 
 
-def validate_images(
-    manifest: pd.DataFrame, raw: RawSource, parameters: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Check every row; return (valid rows with clipped boxes, rejected rows with one reason each).
+def _row_checks(manifest: pd.DataFrame, p: DataEngineeringParams
+                ) -> tuple[dict[int, tuple[str, str]], dict[int, tuple[str | None, str, tuple]]]:
+    """The checks that need no pixels, in one pass over the rows: ``(reasons, labels)``.
 
-    Checks in order: problems found while parsing (``input_reason``: path outside the root,
-    duplicate path, decompression bomb...), file exists, label present and parsable, file is an
-    image, at most ``max_pixels`` (from the header, nothing decoded), it decodes fully, viewpoint
-    known, box not degenerate, box inside the image (clipped when at most ``bbox_tolerance`` of
-    its area lies outside, rejected beyond). Fewer than 2 valid classes is an error.
+    ``reasons``: parse problems, missing file or label, header, size (the image is not decoded).
+    ``labels``: for every other row, :func:`_label_check` (applied after the decode check).
     """
-    p = validate(DataEngineeringParams, parameters, "data_engineering")
     reasons: dict[int, tuple[str, str]] = {}
+    labels: dict[int, tuple[str | None, str, tuple]] = {}
     for i, row in manifest.iterrows():
         if pd.notna(row.get("input_reason")):
             reasons[i] = (str(row["input_reason"]), str(row.get("input_detail") or ""))
@@ -96,30 +92,60 @@ def validate_images(
             reasons[i] = (TOO_LARGE, f"{row['width']:.0f}x{row['height']:.0f} = "
                           f"{row['width'] * row['height'] / 1e6:.1f} MP > data_engineering."
                           f"max_pixels={p.max_pixels / 1e6:g} MP (not decoded)")
+        else:
+            labels[i] = _label_check(row, p)
+    return reasons, labels
 
-    to_decode = [i for i in manifest.index if i not in reasons]
-    errors = parallel_map(
-        check_decodes, [str(raw.resolve(manifest.at[i, "path"])) for i in to_decode],
-        total=len(to_decode), num_workers=p.num_workers, chunksize=32, desc="validate",
-    )
-    for i, err in zip(to_decode, errors, strict=True):
+
+def _label_check(row: pd.Series, p: DataEngineeringParams) -> tuple[str | None, str, tuple]:
+    """Viewpoint known, box not degenerate and inside the image: ``(reason, detail, clipped)``."""
+    if row["viewpoint"] in (None, "unknown") or pd.isna(row["viewpoint"]):
+        return UNKNOWN_VIEWPOINT, f"viewpoint code {row['viewpoint_code']}", ()
+    return _bbox_check(row, p.bbox_tolerance, p.min_bbox_size)
+
+
+def validate_images(
+    manifest: pd.DataFrame, raw: RawSource, parameters: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Check every row; return (valid rows with clipped boxes, rejected rows with one reason
+    each, perceptual hashes of the kept-viewpoint valid images).
+
+    Checks in order: problems found while parsing (``input_reason``: path outside the root,
+    duplicate path, decompression bomb...), file exists, label present and parsable, file is an
+    image, at most ``max_pixels`` (from the header, nothing decoded), it decodes fully, viewpoint
+    known, box not degenerate, box inside the image (clipped when at most ``bbox_tolerance`` of
+    its area lies outside, rejected beyond). Fewer than 2 valid classes is an error.
+
+    ``image_hashes`` (``image_id``, ``hash``, ``method``, ``hash_size``): the ``dedup.method``
+    hash of the clipped box crop of every valid image of a kept viewpoint, computed from the
+    same decode as the check (:func:`~compcars_kedro.data.dedup.check_and_hash`), so each image
+    is decoded once here. ``split_dataset`` groups the images of a class whose hashes lie
+    within ``dedup.max_distance`` bits (near-duplicates: the same photo re-encoded or resized)
+    and sends each group to one split. An image that cannot be hashed gets ``""`` (its own group).
+    """
+    p = validate(DataEngineeringParams, parameters, "data_engineering")
+    # the viewpoint and box checks need no pixels: known first, so the decode can hash the box
+    reasons, labels = _row_checks(manifest, p)
+    to_decode = list(labels)
+    views, paths = manifest["viewpoint"].to_dict(), manifest["path"].to_dict()
+    hash_boxes = [labels[i][2] if labels[i][0] is None and views[i] in p.viewpoints else None
+                  for i in to_decode]
+    results = check_and_hash_many(
+        [str(raw.resolve(paths[i])) for i in to_decode], hash_boxes,
+        method=p.dedup.method, hash_size=p.dedup.hash_size, num_workers=p.num_workers)
+    clipped: dict[int, tuple] = {}
+    hashes: dict[int, str] = {}
+    for i, (err, image_hash) in zip(to_decode, results, strict=True):
+        reason, detail, box = labels[i]
         if err is not None:
             bomb = err.startswith("DecompressionBomb")
             reasons[i] = (DECOMPRESSION_BOMB if bomb else DECODE_ERROR, err)
-
-    clipped: dict[int, tuple] = {}
-    for i in manifest.index:
-        if i in reasons:
-            continue
-        row = manifest.loc[i]
-        if row["viewpoint"] in (None, "unknown") or pd.isna(row["viewpoint"]):
-            reasons[i] = (UNKNOWN_VIEWPOINT, f"viewpoint code {row['viewpoint_code']}")
-            continue
-        reason, detail, box = _bbox_check(row, p.bbox_tolerance, p.min_bbox_size)
-        if reason:
+        elif reason:
             reasons[i] = (reason, detail)
         else:
             clipped[i] = box
+            if image_hash is not None:
+                hashes[i] = image_hash
 
     rejected = pd.DataFrame(
         [{"image_id": manifest.at[i, "image_id"], "path": manifest.at[i, "path"],
@@ -133,13 +159,20 @@ def validate_images(
     valid["bbox_clipped"] = ~np.isclose(orig, boxes).all(axis=1)
     valid["model"] = valid["model"].fillna("model_" + valid["model_id"].astype("string"))
     valid["make"] = valid["make"].fillna("make_" + valid["make_id"].astype("string"))
+    hashed = [i for i in valid.index if i in hashes]
+    image_hashes = pd.DataFrame({"image_id": valid.loc[hashed, "image_id"].to_numpy(),
+                                 "hash": [hashes[i] for i in hashed],
+                                 "method": p.dedup.method, "hash_size": p.dedup.hash_size})
     valid = valid.drop(columns=["exists", "has_label", "label_error", "input_reason",
                                 "input_detail"], errors="ignore").reset_index(drop=True)
     valid[SOURCE_KEY] = source_fingerprint(valid)  # carried by every table derived from it
 
     counts = rejected["reason"].value_counts().to_dict()
-    logger.info("validation: %d valid (%d boxes clipped), %d rejected %s", len(valid),
-                int(valid["bbox_clipped"].sum()), len(rejected), counts or "")
+    failed = int((image_hashes["hash"] == "").sum())
+    logger.info("validation: %d valid (%d boxes clipped), %d rejected %s; %d hashed (%s, %d "
+                "bits)%s", len(valid), int(valid["bbox_clipped"].sum()), len(rejected),
+                counts or "", len(image_hashes), p.dedup.method, p.dedup.hash_size ** 2,
+                f", {failed} could not be hashed" if failed else "")
     n_classes = valid["model_id"].nunique()
     if n_classes < 2:
         raise ValueError(
@@ -147,7 +180,7 @@ def validate_images(
             f"({len(manifest)} entries, rejected: {counts or 'none'}); retrieval and clustering "
             "need at least 2 classes (labels) - check the labels of the manifest and "
             "rejected_images")
-    return valid, rejected
+    return valid, rejected, image_hashes
 
 
 def _class_keys(df: pd.DataFrame, granularity: str) -> tuple[pd.Series, pd.Series]:
@@ -156,28 +189,6 @@ def _class_keys(df: pd.DataFrame, granularity: str) -> tuple[pd.Series, pd.Serie
     if granularity == "model+year":
         return model_key + "/" + df["year"].astype(str), name + " (" + df["year"].astype(str) + ")"
     return model_key, name
-
-
-def hash_images(validated: pd.DataFrame, raw: RawSource,
-                parameters: dict[str, Any]) -> pd.DataFrame:
-    """Perceptual hash of every kept-viewpoint image's box crop (``image_id``, ``hash``).
-
-    ``split_dataset`` groups the images of a class whose hashes lie within
-    ``dedup.max_distance`` bits (near-duplicates: the same photo re-encoded or resized) and sends
-    each group to one split. An image that cannot be hashed gets ``""`` (its own group).
-    """
-    p = validate(DataEngineeringParams, parameters, "data_engineering")
-    rows = validated.loc[validated["viewpoint"].isin(p.viewpoints)]
-    hashes = hash_crops([str(raw.resolve(x)) for x in rows["path"]],
-                        rows[["x0", "y0", "x1", "y1"]].to_numpy(dtype=float),
-                        method=p.dedup.method, hash_size=p.dedup.hash_size,
-                        num_workers=p.dedup.num_workers)
-    table = pd.DataFrame({"image_id": rows["image_id"].to_numpy(), "hash": hashes,
-                          "method": p.dedup.method, "hash_size": p.dedup.hash_size})
-    failed = int((table["hash"] == "").sum())
-    logger.info("hashed %d images (%s, %d bits)%s", len(table), p.dedup.method,
-                p.dedup.hash_size ** 2, f"; {failed} could not be hashed" if failed else "")
-    return table
 
 
 def _dup_groups(df: pd.DataFrame, hashes: pd.DataFrame | None, p: DataEngineeringParams
@@ -189,7 +200,7 @@ def _dup_groups(df: pd.DataFrame, hashes: pd.DataFrame | None, p: DataEngineerin
     if len(stale) and (len(stale) > 1 or stale.iloc[0]["method"] != p.dedup.method
                        or int(stale.iloc[0]["hash_size"]) != p.dedup.hash_size):
         raise ValueError("image_hashes were computed with other data_engineering.dedup settings "
-                         f"({stale.to_dict('records')}); rerun the hash_images node")
+                         f"({stale.to_dict('records')}); rerun the validate_images node (it writes image_hashes)")
     h = df[["image_id", "class_id"]].merge(hashes[["image_id", "hash"]], on="image_id", how="left")
     h.index = df.index
     return near_duplicate_groups(h, p.dedup.max_distance)
@@ -214,7 +225,7 @@ def split_dataset(
     * Classes (``model`` or ``model+year``) are kept when they have at least
       ``min_images_per_class_per_view`` images in EVERY kept viewpoint, so every view setting
       (front, rear, front+rear) trains and evaluates on the same classes.
-    * Near-duplicates (``image_hashes`` from ``hash_images``): within a class, images whose
+    * Near-duplicates (``image_hashes`` from ``validate_images``): within a class, images whose
       perceptual hashes lie within ``dedup.max_distance`` bits form one group (column
       ``dup_group``); a group goes to one split whole, so no near-duplicate pair crosses splits.
     * Open set: ``unseen_fraction`` of the kept classes (seeded permutation) go entirely to the

@@ -4,7 +4,6 @@ from kedro.pipeline import Pipeline, node
 
 from compcars_kedro.pipelines.data_engineering.nodes import (
     crop_images,
-    hash_images,
     parse_raw,
     split_dataset,
     validate_images,
@@ -15,9 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         node(parse_raw, ["compcars_raw", "params:data_engineering"], "manifest", name="parse_raw"),
         node(validate_images, ["manifest", "compcars_raw", "params:data_engineering"],
-             ["validated_images", "rejected_images"], name="validate_images"),
-        node(hash_images, ["validated_images", "compcars_raw", "params:data_engineering"],
-             "image_hashes", name="hash_images"),
+             ["validated_images", "rejected_images", "image_hashes"], name="validate_images"),
         node(split_dataset, ["validated_images", "params:data_engineering", "image_hashes"],
              ["image_splits", "multiview_samples", "excluded_images", "split_summary"],
              name="split_dataset"),

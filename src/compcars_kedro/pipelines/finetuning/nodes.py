@@ -13,8 +13,8 @@ from compcars_kedro.data.views import build_view_data, label_map, with_splits
 from compcars_kedro.device import current_device
 from compcars_kedro.names import FINETUNED, TRAIN, VAL
 from compcars_kedro.params import FinetuningParams
+from compcars_kedro.training import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.checkpoint import Checkpoint, work_dir_lock
-from compcars_kedro.training.config import LossConfig, ModelConfig, TrainingConfig
 from compcars_kedro.training.fit import fit
 from compcars_kedro.types import CropsStore
 from compcars_kedro.validation import validate
