@@ -35,13 +35,13 @@ CPU_LIMIT_ENV = "LOKY_MAX_CPU_COUNT"
 def task_cpu_limit(num_cpus: float | None) -> Iterator[int | None]:
     """Inside a variant's task, "all cores" means the CPUs Ray reserved for it.
 
-    joblib's ``cpu_count()`` (hence ``n_jobs=-1``, e.g. the clustering grid's worker pool, and
-    its ``cpu_count() // n_jobs`` threads per worker) honours ``$LOKY_MAX_CPU_COUNT``, read at
+    joblib's ``cpu_count()`` (hence ``n_jobs=-1``, e.g. the clustering grid's worker pool, whose
+    workers each run one BLAS / OpenMP thread) honours ``$LOKY_MAX_CPU_COUNT``, read at
     every call: set to ``max(floor(num_cpus), 1)`` (Ray's rule for ``OMP_NUM_THREADS``, which
     Ray itself sets for the task) while the chain runs, restored afterwards because Ray reuses
     its worker processes. A lower limit already in the environment is kept. The BLAS / numba
     thread variables are left alone: the libraries of this process read them when loaded (too
-    late here), and joblib derives its workers' values from the capped count.
+    late here), and the clustering pool pins each task to one thread itself.
     """
     if num_cpus is None:
         yield None
