@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from compcars_kedro.names import FINETUNED
 from compcars_kedro.reporting import analysis, figures
 from compcars_kedro.reporting.clip_layers import (
     CLIP_METRICS,
@@ -119,7 +120,7 @@ def comparison_figures(comparison: pd.DataFrame, params: ReportingParams | dict[
     notes = []
     single = comparison.empty or (comparison["model"].nunique() < 2
                                   and comparison["loss"].nunique() < 2)
-    heat = {} if single else figures.metric_heatmaps(comparison, p.heatmap_metrics, "finetuned",
+    heat = {} if single else figures.metric_heatmaps(comparison, p.heatmap_metrics, FINETUNED,
                                                      p.dpi)
     if single:  # a 1 x 1 heatmap says nothing the tables do not
         heat = {"no_heatmap.png": figures.placeholder_figure(

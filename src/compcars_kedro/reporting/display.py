@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from compcars_kedro.names import SOURCES
+from compcars_kedro.names import BASELINE, FINETUNED, SOURCES
 from compcars_kedro.reporting.paired import p_text
 from compcars_kedro.reporting.tables import CONFIG_KEYS, RUN_KEYS, metric_label
 from compcars_kedro.reporting.wording import (
@@ -76,9 +76,9 @@ def improvement_display(improvement: pd.DataFrame, metrics: Sequence[str]) -> pd
                                                       strict=True)]
     p = i["p_value"] if "p_value" in i else pd.Series(math.nan, index=i.index)
     i["p (paired t)"] = [_p_cell(v) for v in p]
-    cols = [*CONFIG_KEYS, "models", "metric", "n_seeds", "baseline", "finetuned", "change",
+    cols = [*CONFIG_KEYS, "models", "metric", "n_seeds", BASELINE, FINETUNED, "change",
             "p (paired t)", "change %"]
-    return humanize(i[cols].rename(columns={"finetuned": "fine-tuned"}))
+    return humanize(i[cols].rename(columns={FINETUNED: "fine-tuned"}))
 
 
 def headline_table(comparison: pd.DataFrame, config: Mapping[str, Any] | None) -> pd.DataFrame:
@@ -105,7 +105,7 @@ def _headline_row(sel: pd.DataFrame, models: str, source: str) -> dict[str, Any]
         return interval(r["mean"], r["ci_low"], r["ci_high"])
 
     return {"models": MODELS_TEXT[models],
-            "source": "fine-tuned" if source == "finetuned" else "baseline",
+            "source": "fine-tuned" if source == FINETUNED else BASELINE,
             "ARI": cell("ari"), "AMI": cell("ami"), "noise fraction": cell("noise_fraction"),
             "MAP@R": cell("mean_average_precision_at_r"), "n": int(sel["n_seeds"].max())}
 

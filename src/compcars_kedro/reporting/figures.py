@@ -22,7 +22,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from compcars_kedro.names import FINETUNED, SOURCES
+from compcars_kedro.names import BASELINE, FINETUNED, SOURCES
 from compcars_kedro.reporting.analysis import NOISE, GalleryRow
 from compcars_kedro.reporting.tables import (
     CONFIG_KEYS,
@@ -31,7 +31,7 @@ from compcars_kedro.reporting.tables import (
     metric_label,
 )
 
-SOURCE_COLORS = {"baseline": "#9e9e9e", "finetuned": "#1f77b4"}
+SOURCE_COLORS = {BASELINE: "#9e9e9e", FINETUNED: "#1f77b4"}
 DEFAULT_DPI = 100
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from compcars_kedro.names import BASELINE, FINETUNED
 from compcars_kedro.reporting import html as H
 from compcars_kedro.reporting.display import (
     claims_lines,
@@ -103,8 +104,8 @@ def _answer_text(comparison: pd.DataFrame, config: Mapping[str, Any], rule: str,
                  headline: Mapping[str, str], replicates: str, n: int,
                  p: ReportingParams) -> str:
     def change(models: str, metric: str) -> str:
-        b = config_value(comparison, config, models, "baseline", metric)
-        f = config_value(comparison, config, models, "finetuned", metric)
+        b = config_value(comparison, config, models, BASELINE, metric)
+        f = config_value(comparison, config, models, FINETUNED, metric)
         if pd.isna(b) and pd.isna(f):
             return f"{metric_label(metric)} –"
         return f"{metric_label(metric)} {num(b)} → {num(f)}"

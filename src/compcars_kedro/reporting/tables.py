@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from compcars_kedro.names import (
+    BASELINE,
     FINETUNED,
     LABELLED_MODES,
     MODE_ORDER,
@@ -320,7 +321,7 @@ def improvement(long: pd.DataFrame, confidence: float = 0.95, epsilon: float = 0
     """
     reported = with_replicate(long[long["models"].isin(["seen", "unseen"])])
     idx = [*RUN_KEYS, "replicate", "models", "family", "metric"]
-    cols = [*CONFIG_KEYS, "models", "family", "metric", "n_seeds", "baseline", "finetuned",
+    cols = [*CONFIG_KEYS, "models", "family", "metric", "n_seeds", BASELINE, FINETUNED,
             "abs", "abs_ci_half_width", "p_value", "pct", "pct_ci_half_width"]
     if reported.empty:
         return pd.DataFrame(columns=cols)
@@ -330,21 +331,21 @@ def improvement(long: pd.DataFrame, confidence: float = 0.95, epsilon: float = 0
     for source in SOURCES:
         if source not in per_run:
             per_run[source] = math.nan
-    per_run["abs"] = per_run["finetuned"] - per_run["baseline"]
+    per_run["abs"] = per_run[FINETUNED] - per_run[BASELINE]
     directed = per_run["metric"].isin(HIGHER_IS_BETTER)
-    base = per_run["baseline"].where(directed & (per_run["baseline"] > epsilon))
+    base = per_run[BASELINE].where(directed & (per_run[BASELINE] > epsilon))
     per_run["pct"] = 100.0 * per_run["abs"] / base
     by = [*CONFIG_KEYS, "models", "family", "metric"]
     rows = []
     for key, g in per_run.groupby(by, sort=True):
-        g = g.groupby("replicate")[["baseline", "finetuned", "abs", "pct"]].mean()
+        g = g.groupby("replicate")[[BASELINE, FINETUNED, "abs", "pct"]].mean()
         d = t_interval(g["abs"], confidence)
         p = t_interval(g["pct"], confidence)
-        pair = g[["baseline", "finetuned"]].dropna()
-        p_value = paired_p_value(pair["finetuned"], pair["baseline"])
+        pair = g[[BASELINE, FINETUNED]].dropna()
+        p_value = paired_p_value(pair[FINETUNED], pair[BASELINE])
         rows.append({**dict(zip(by, key, strict=True)), "n_seeds": d["n"],
-                     "baseline": t_interval(g["baseline"])["mean"],
-                     "finetuned": t_interval(g["finetuned"])["mean"],
+                     BASELINE: t_interval(g[BASELINE])["mean"],
+                     FINETUNED: t_interval(g[FINETUNED])["mean"],
                      "abs": d["mean"], "abs_ci_half_width": d["ci_half_width"],
                      "p_value": p_value,
                      "pct": p["mean"], "pct_ci_half_width": p["ci_half_width"]})

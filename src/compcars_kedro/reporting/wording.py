@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from compcars_kedro.names import TRANSFER
+from compcars_kedro.names import FINETUNED, TRANSFER
 from compcars_kedro.reporting import html as H
 from compcars_kedro.reporting.tables import metric_label
 
@@ -70,7 +70,7 @@ def humanize(df: pd.DataFrame) -> pd.DataFrame:
 
 def source_text(source: str) -> str:
     """``fine-tuned`` for the fine-tuned source, any other source as is."""
-    return "fine-tuned" if source == "finetuned" else source
+    return "fine-tuned" if source == FINETUNED else source
 
 
 def method_text(method: Mapping[str, str]) -> str:

@@ -41,6 +41,8 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from compcars_kedro.names import BASELINE
+
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainingConfig
 from .data import ViewData
@@ -144,7 +146,7 @@ def fit_distributed(
                 join=True,
             )
         best, last = load_checkpoint(work / "best"), load_checkpoint(work / "last")
-        baseline = load_checkpoint(work / "baseline")
+        baseline = load_checkpoint(work / BASELINE)
     model = model_from_checkpoint(best, device=device)
     history = TrainState.from_dict(last.meta).history
     return fit_result(model, None, best, last, history, baseline)
@@ -187,7 +189,7 @@ def _worker(
         result = fit_rank(model_cfg, loss_cfg, train_cfg, train, val, device=device, dist=ctx,
                           **kwargs)
         if result is not None and result.baseline is not None:
-            save_checkpoint(result.baseline, Path(kwargs["work_dir"]) / "baseline")
+            save_checkpoint(result.baseline, Path(kwargs["work_dir"]) / BASELINE)
         torch_dist.barrier()
     finally:
         torch_dist.destroy_process_group()

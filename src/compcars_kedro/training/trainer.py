@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from compcars_kedro.names import BASELINE
+
 from .augment import prepare_images
 from .checkpoint import Checkpoint, cpu_state
 from .config import TrainingConfig
@@ -379,7 +381,7 @@ class Trainer:
             **meta,
             "model_config": model_cfg.model_dump(mode="json"),
             "embedding_dim": features.embedding_dim,
-            "stage": "baseline",
+            "stage": BASELINE,
             "embedding": "backbone features fused by concatenation, before any head",
             "trained_head": self.model_cfg.head,
         }
