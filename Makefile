@@ -51,8 +51,11 @@ run: install sample
 	fi
 	@echo "Log: $(CURDIR)/logs/kedro.log"
 
+# pytest-xdist: TEST_WORKERS processes (default 2, the CI machine's cores; 0 = in-process).
+# Measured 2026-12-02 on an idle 2-core machine: 426 s with 2 workers, 599 s in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,7 @@ def standin_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         os.environ.pop("TORCH_HOME", None)
     else:
         os.environ["TORCH_HOME"] = saved
+    shutil.rmtree(root, ignore_errors=True)  # ~1 GB of real-size weights
 
 
 @pytest.fixture(scope="session")

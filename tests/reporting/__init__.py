@@ -5,7 +5,9 @@ Shared by tests/reporting and tests/pipelines/reporting (``from tests.reporting 
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -183,7 +185,10 @@ SPLIT_SUMMARY = {"images_per_split": {"train": 80, "val": 40, "test": 40, "unsee
 
 
 def _raw(root: Path | None) -> RawSource:
-    root = Path(root or tempfile.mkdtemp(prefix="raw-"))
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="raw-"))
+        atexit.register(shutil.rmtree, root, True)
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sample_info.json").write_text(json.dumps({"counts": {"images_on_disk": 190,
                                                                   "models": 7, "makes": 6}}))

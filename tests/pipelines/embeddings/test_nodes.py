@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,11 +20,13 @@ KEYS = {"variant": "v", "keys": {"variant": "v", "model": "m", "loss": "l", "vie
 def checkpoints(tiny_crops, tmp_path_factory):
     p = tiny_finetuning_params(embedding_dim=None, training={
         "epochs": 1, "batch_size": 8, "num_workers": 0, "sampler": {"m_per_class": 2}})
-    p["finetuning"]["work_dir"] = str(tmp_path_factory.mktemp("work"))
+    work = tmp_path_factory.mktemp("work")
+    p["finetuning"]["work_dir"] = str(work)
     cfg = resolve_config(p["model"], p["loss"], p["views"], p["embedding_dim"], p["models"],
                          p["losses"], p["training"], p["finetuning"])
     baseline, best, *_ = finetune(*tiny_crops, cfg)
-    return cfg, baseline, best
+    yield cfg, baseline, best
+    shutil.rmtree(work, ignore_errors=True)  # ~175 MB of checkpoints
 
 
 def test_embeddings_concatenate_views_and_are_normalised(tiny_crops, checkpoints) -> None:
@@ -45,7 +49,7 @@ def test_embeddings_concatenate_views_and_are_normalised(tiny_crops, checkpoints
     assert not np.allclose(b_val.vectors, val.vectors)
 
 
-def test_baseline_is_the_backbone_identical_for_every_loss(tiny_crops, tmp_path_factory) -> None:
+def test_baseline_is_the_backbone_identical_for_every_loss(tiny_crops, tmp_path) -> None:
     """One baseline per backbone: the fused backbone features before any head, so a ce run
     (classifier) and a multisimilarity run (16-d projection) have bitwise equal baselines."""
     crops, pairs = tiny_crops
@@ -53,7 +57,7 @@ def test_baseline_is_the_backbone_identical_for_every_loss(tiny_crops, tmp_path_
     for loss in ("ce", "multisimilarity"):
         p = tiny_finetuning_params(loss=loss, training={
             "epochs": 1, "batch_size": 8, "num_workers": 0, "sampler": {"m_per_class": 2}})
-        p["finetuning"]["work_dir"] = str(tmp_path_factory.mktemp(f"work_{loss}"))
+        p["finetuning"]["work_dir"] = str(tmp_path / f"work_{loss}")
         cfg = resolve_config(p["model"], p["loss"], p["views"], p["embedding_dim"], p["models"],
                              p["losses"], p["training"], p["finetuning"])
         baseline, best, *_ = finetune(crops, pairs, cfg)
@@ -83,7 +87,7 @@ def test_retrieval_table_scores_perfect_and_random_embeddings() -> None:
     assert (low < 0.9).all()
 
 
-def test_clip_image_text_run_gets_zero_shot_accuracy(tiny_crops, tmp_path_factory) -> None:
+def test_clip_image_text_run_gets_zero_shot_accuracy(tiny_crops, tmp_path) -> None:
     crops, pairs = tiny_crops
     arch = {"patch_size": 16, "vision_hidden_size": 32, "vision_intermediate_size": 64,
             "vision_layers": 2, "vision_heads": 2, "text_hidden_size": 32,
@@ -93,7 +97,7 @@ def test_clip_image_text_run_gets_zero_shot_accuracy(tiny_crops, tmp_path_factor
     p["models"]["clip"] = {"image_size": 32, "arch": arch,
                            "clip": {"phase": "text", "trainable_layers": 1, "max_length": 24}}
     p["training"] = {"epochs": 1, "batch_size": 8, "num_workers": 0}
-    p["finetuning"]["work_dir"] = str(tmp_path_factory.mktemp("clipwork"))
+    p["finetuning"]["work_dir"] = str(tmp_path / "clipwork")
     cfg = resolve_config(p["model"], p["loss"], p["views"], p["embedding_dim"], p["models"],
                          p["losses"], p["training"], p["finetuning"])
     baseline, best, *_ = finetune(crops, pairs, cfg)
