@@ -15,9 +15,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from compcars_kedro.validation import StrictModel as _ParameterModel
 
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {make} {model}, a {type}"
+
+
+class StrictModel(_ParameterModel):
+    """The parameters' strict base (:mod:`compcars_kedro.validation`: unknown keys, inf and nan
+    are errors, e.g. ``lr_backbone=inf``), not frozen: the training configs are completed by
+    their own validators (e.g. ``LossConfig`` fills in its loss's parameter defaults)."""
+
+    model_config = ConfigDict(frozen=False)
+
 
 EarlyStoppingMetric = Literal[
     "precision_at_1",
@@ -27,12 +38,6 @@ EarlyStoppingMetric = Literal[
     "val_loss",
     "zero_shot_accuracy",
 ]
-
-
-class StrictModel(BaseModel):
-    """Base model: unknown keys are errors, and so are inf / nan (e.g. ``lr_backbone=inf``)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- model
