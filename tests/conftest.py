@@ -17,6 +17,24 @@ configure_environment(ROOT)
 os.environ.pop("COMPCARS_ROOT", None)  # raw_path precedence: tests choose their raw data
 
 
+#: The longest tests (seconds on 2 idle cores, 2026-12-02), started first so that pytest-xdist's
+#: workers do not end on one of them alone (`make test` runs 2 workers).
+LONGEST_FIRST = (
+    "tests/test_readme.py::test_every_readme_kedro_run_command_works",  # ~150 s
+    "tests/integrations/test_dvc.py::test_new_gpu_machine_recipe",  # ~65-95 s
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order: :data:`LONGEST_FIRST`, then the other ``slow`` tests, then the rest (each stable)."""
+    def rank(item: pytest.Item) -> int:
+        if any(item.nodeid.startswith(p) for p in LONGEST_FIRST):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(scope="session")
 def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CompCars-layout sample (with every planted broken input), generated once."""

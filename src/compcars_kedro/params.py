@@ -29,7 +29,7 @@ class DedupParams(StrictModel):
 
     method: Literal["phash", "dhash", "average_hash", "whash"] = "phash"
     hash_size: int = Field(16, ge=4, le=64, description="hash side; the hash has hash_size**2 bits")
-    max_distance: int = Field(20, ge=0, description="Hamming distance (bits) of one group")
+    max_distance: int = Field(24, ge=0, description="Hamming distance (bits) of one group")
 
     @model_validator(mode="after")
     def _distance(self) -> DedupParams:

@@ -18,6 +18,7 @@ from compcars_kedro.pipelines.data_engineering.nodes import (
     split_dataset,
     validate_images,
 )
+from tests.conftest import ROOT
 
 PARAMS = {
     "min_images_per_class_per_view": 3,
@@ -307,3 +308,33 @@ def test_parallel_crops_equal_serial_crops(validated, raw) -> None:
     serial = crop_many(paths, boxes, spec, num_workers=1)
     parallel = crop_many(paths, boxes, spec, num_workers=2, chunksize=4)  # shared-memory path
     assert np.array_equal(serial, parallel)
+
+
+def test_default_parameters_group_every_planted_near_duplicate_of_the_default_sample(
+        tmp_path: Path) -> None:
+    """The default sample (``make sample``) with conf/base's dedup settings: every planted copy
+    lies within ``dedup.max_distance`` of its source, so no copy can land in another split
+    (at the former default of 20 bits one resized copy, at 24 bits, escaped its group)."""
+    import yaml
+
+    from compcars_kedro.data.dedup import hamming_matrix
+    from compcars_kedro.sample import generate_sample
+
+    params = yaml.safe_load(
+        (ROOT / "conf" / "base" / "parameters_data_engineering.yml").read_text()
+    )["data_engineering"]
+    generate_sample(tmp_path / "sample")
+    info = json.loads((tmp_path / "sample" / "sample_info.json").read_text())
+    pairs = [(d["path"], d["source"]) for d in info["near_duplicates"]]
+    assert len(pairs) >= 30
+    raw = detect_source(tmp_path / "sample")
+    manifest = parse_raw(raw)
+    wanted = manifest.loc[manifest["path"].isin({p for pair in pairs for p in pair})]
+    valid, _, hashes = validate_images(wanted.reset_index(drop=True), raw,
+                                       {**params, "num_workers": 1})
+    by_path = dict(zip(valid["path"], valid["image_id"].map(
+        hashes.set_index("image_id")["hash"]), strict=True))
+    bits = {pair: int(hamming_matrix([by_path[pair[0]], by_path[pair[1]]])[0, 1])
+            for pair in pairs}
+    far = {pair: b for pair, b in bits.items() if b > params["dedup"]["max_distance"]}
+    assert not far, f"planted copies beyond dedup.max_distance: {far}"
