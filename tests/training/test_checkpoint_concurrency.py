@@ -93,3 +93,33 @@ def test_killed_run_releases_the_work_dir(tmp_path: Path) -> None:
         except WorkDirBusyError:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def _dead_pid() -> str:
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize("new_written", [True, False])
+def test_save_killed_between_its_renames_is_recovered(tmp_path: Path, new_written: bool) -> None:
+    """A kill after ``last`` -> ``last.old-<token>`` and before ``last.tmp-<token>`` -> ``last``:
+    loading (and resuming, and the next save) puts the new checkpoint back, else the old one."""
+    folder = tmp_path / "last"
+    save_checkpoint(Checkpoint(model_state={"w": torch.zeros(2)}, meta={"epoch": 1}), folder)
+    token = f"{_dead_pid()}-abc"
+    folder.rename(tmp_path / f"last.old-{token}")
+    if new_written:
+        save_checkpoint(Checkpoint(model_state={"w": torch.ones(2)}, meta={"epoch": 2}),
+                        tmp_path / f"last.tmp-{token}", atomic=False)
+    assert not folder.exists()
+    ckpt = load_checkpoint(folder)
+    assert ckpt.meta["epoch"] == (2 if new_written else 1)
+    save_checkpoint(Checkpoint(model_state={"w": torch.ones(2)}, meta={"epoch": 3}), folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.lock", "last"]
+
+
+def test_a_live_process_swap_is_left_alone(tmp_path: Path) -> None:
+    (tmp_path / f"last.old-{os.getpid()}-live").mkdir()  # this process, mid-save
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "last")
+    assert (tmp_path / f"last.old-{os.getpid()}-live").is_dir()

@@ -139,6 +139,39 @@ def _remove_stale_siblings(folder: Path) -> None:
             logger.info("removed %s left by a process that died", p)
 
 
+def recover_interrupted_save(folder: str | Path) -> bool:
+    """Put back a checkpoint that a save killed between its two renames left aside.
+
+    :func:`save_checkpoint` moves ``folder`` to ``<name>.old-<token>`` and then the fully
+    written ``<name>.tmp-<token>`` to ``folder``; a process killed in between leaves no
+    ``folder``. The new checkpoint (the ``tmp`` of the same token) is renamed into place, or
+    the previous one when that is missing. Only folders of processes that no longer run are
+    touched. Returns whether ``folder`` was recovered.
+    """
+    from compcars_kedro.datasets._folder import _owner_alive  # lazy: datasets import this module
+
+    folder = Path(folder)
+    if folder.exists() or not folder.parent.is_dir():
+        return False
+    with _flock(folder.with_name(f".{folder.name}.lock")):
+        if folder.exists():
+            return False
+        olds = sorted(folder.parent.glob(f"{folder.name}.old-*-*"),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in olds:
+            token = old.name[len(folder.name) + len(".old-"):]
+            pid = token.split("-", 1)[0]
+            if not pid.isdigit() or _owner_alive({"pid": pid}):
+                continue
+            new = folder.with_name(f"{folder.name}.tmp-{token}")
+            source = new if (new / MODEL_FILE).is_file() and (new / META_FILE).is_file() else old
+            source.rename(folder)
+            logger.warning("recovered %s from %s (a save was killed between its two renames)",
+                           folder, source.name)
+            return True
+    return False
+
+
 def _write_files(ckpt: Checkpoint, folder: Path) -> None:
     tensors = {f"model.{k}": v.contiguous() for k, v in ckpt.model_state.items()}
     tensors.update({f"loss.{k}": v.contiguous() for k, v in ckpt.loss_state.items()})
@@ -171,6 +204,7 @@ def save_checkpoint(ckpt: Checkpoint, folder: str | Path, *, atomic: bool = True
     tmp.mkdir()
     try:
         _write_files(ckpt, tmp)
+        recover_interrupted_save(folder)  # before the dead process's folders are removed
         with _flock(folder.with_name(f".{folder.name}.lock")):
             _remove_stale_siblings(folder)
             old = folder.with_name(f"{folder.name}.old-{token}")
@@ -226,6 +260,7 @@ def work_dir_lock(work_dir: str | Path) -> Iterator[Path]:
 def load_checkpoint(folder: str | Path) -> Checkpoint:
     """Read a folder written by :func:`save_checkpoint`."""
     folder = Path(folder)
+    recover_interrupted_save(folder)
     if not (folder / MODEL_FILE).is_file() or not (folder / META_FILE).is_file():
         raise FileNotFoundError(
             f"no checkpoint in {folder} (expected {MODEL_FILE} and {META_FILE})"

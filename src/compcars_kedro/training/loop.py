@@ -21,7 +21,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    recover_interrupted_save,
+    save_checkpoint,
+)
 from .config import TrainingConfig
 from .data import ViewData
 from .losses import LossConfig
@@ -176,6 +181,7 @@ def _resume(
     loaded into ``trainer``; ``state`` itself if there is no ``work/last`` yet."""
     if work is None:
         raise ValueError("resume=True needs a work_dir")
+    recover_interrupted_save(work / "last")
     if not (work / "last").is_dir():
         logger.warning("resume=True but %s does not exist: starting from scratch", work / "last")
         return state
