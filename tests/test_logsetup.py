@@ -113,3 +113,57 @@ def test_kedro_run_writes_a_full_log_and_a_short_unwrapped_console(tmp_path: Pat
     assert "Add type hints" not in console and "not writable" not in console
     # project INFO kept (the task count follows the data_engineering pipeline's node count)
     assert "parsed" in console and re.search(r"Completed (\d+) out of \1 tasks", console)
+
+
+CHILD_LOGGER = """
+import logging, sys
+from HANDLER_MODULE import HANDLER as Handler
+h = Handler(sys.argv[1], maxBytes=300, backupCount=50, delay=True)
+print("rotates" if getattr(h, "rotates", True) else "appends", flush=True)
+lg = logging.getLogger("child"); lg.addHandler(h); lg.setLevel(logging.INFO)
+lg.info("child line 1 " + "x" * 400)  # over maxBytes: a rotating handler would rotate here
+sys.stdin.readline()  # the parent rotates the file meanwhile
+lg.info("child line 2")
+h.close()
+"""
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_only_the_first_process_rotates_the_shared_log(tmp_path: Path, monkeypatch,
+                                                       shared: bool) -> None:
+    """A process started by the run (Ray worker, DDP rank) appends to the current log and never
+    rotates it; with plain RotatingFileHandler its later lines go to a rotated file."""
+    from logging.handlers import RotatingFileHandler
+
+    from compcars_kedro.logsetup import ROTATOR_ENV, SharedRotatingFileHandler
+
+    monkeypatch.delenv(ROTATOR_ENV, raising=False)
+    log = tmp_path / "kedro.log"
+    cls = SharedRotatingFileHandler if shared else RotatingFileHandler
+    parent = cls(str(log), maxBytes=300, backupCount=50, delay=True)
+    assert getattr(parent, "rotates", True)
+    script = CHILD_LOGGER.replace("HANDLER_MODULE", cls.__module__).replace("HANDLER",
+                                                                             cls.__name__)
+    child = subprocess.Popen([sys.executable, "-c", script, str(log)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    lg = logging.getLogger("compcars_test_rotation")
+    try:
+        assert child.stdout.readline().strip() == ("appends" if shared else "rotates")
+        lg.handlers[:] = [parent]
+        lg.setLevel(logging.INFO)
+        lg.propagate = False
+        for i in range(5):
+            lg.info("parent line %d %s", i, "y" * 100)
+        child.communicate("go\n", timeout=60)
+    finally:
+        child.kill()
+        parent.close()
+        lg.handlers[:] = []
+    # oldest file first: kedro.log.N ... kedro.log.1, kedro.log
+    files = sorted(tmp_path.glob("kedro.log.*"), key=lambda p: -int(p.suffix[1:])) + [log]
+    order = [" ".join(line.split()[:3]) for p in files for line in p.read_text().splitlines()]
+    written = ["child line 1", *(f"parent line {i}" for i in range(5)), "child line 2"]
+    if shared:  # every record kept, the files in the order they were written
+        assert order == written
+    else:  # what the shared handler prevents: the child rotates too and the order is lost
+        assert sorted(order) == sorted(written) and order != written

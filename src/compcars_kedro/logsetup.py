@@ -12,6 +12,8 @@ command is silenced (see :data:`THIRD_PARTY_WARNINGS`).
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +42,56 @@ def _third_party_warning(record: logging.LogRecord) -> bool:
     return True
 
 
+#: Environment variable holding the pid of the process that rotates ``logs/kedro.log``.
+ROTATOR_ENV = "COMPCARS_LOG_ROTATOR"
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """``RotatingFileHandler`` for a log that several processes of one run append to.
+
+    Ray workers, DDP ranks and other processes started in the project folder read
+    ``conf/logging.yml`` too, so they append to the same ``logs/kedro.log``. With plain
+    ``RotatingFileHandler`` each would rotate on its own: a process renames the file another
+    has just started, and records land in rotated files. Here only the first process rotates
+    (its pid goes into :data:`ROTATOR_ENV`, inherited by the processes it starts); the others
+    never rotate, and reopen the file when it was rotated under them (as
+    ``logging.handlers.WatchedFileHandler`` does), so every record goes to the current file.
+    """
+
+    def __init__(self, filename: str, *args: object, **kwargs: object) -> None:
+        super().__init__(filename, *args, **kwargs)  # type: ignore[arg-type]
+        me = str(os.getpid())
+        owner = os.environ.get(ROTATOR_ENV)
+        if owner is None or not _pid_alive(owner):
+            os.environ[ROTATOR_ENV] = owner = me
+        self.rotates = owner == me
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - logging's name
+        if self.rotates:
+            return bool(super().shouldRollover(record))
+        if self.stream is not None:
+            try:
+                on_disk = os.stat(self.baseFilename)
+                mine = os.fstat(self.stream.fileno())
+                moved = (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino)
+            except OSError:
+                moved = True
+            if moved:  # rotated (or deleted) by the rotating process: follow the name
+                self.stream.close()
+                self.stream = self._open()
+        return False
+
+
 def _loggers() -> list[logging.Logger]:
     named = [lg for lg in logging.Logger.manager.loggerDict.values()
              if isinstance(lg, logging.Logger)]
@@ -64,8 +116,39 @@ def _rich_copy(handler: logging.StreamHandler) -> logging.Handler:
     return rich
 
 
+def _shared_copy(handler: logging.handlers.RotatingFileHandler) -> SharedRotatingFileHandler:
+    """The same file, size and backups, rotated by one process only (conf/logging.yml names
+    plain ``RotatingFileHandler``: Kedro accepts logging classes only from ``logging`` and
+    ``kedro.logging`` unless an environment variable allows more)."""
+    shared = SharedRotatingFileHandler(handler.baseFilename, mode=handler.mode,
+                                       maxBytes=handler.maxBytes, backupCount=handler.backupCount,
+                                       encoding=handler.encoding, delay=True)
+    shared.setLevel(handler.level)
+    shared.setFormatter(handler.formatter)
+    for flt in handler.filters:
+        shared.addFilter(flt)
+    handler.close()
+    return shared
+
+
+def share_rotating_file_handlers() -> int:
+    """Swap every plain ``RotatingFileHandler`` (``conf/logging.yml``'s ``logs/kedro.log``) for a
+    :class:`SharedRotatingFileHandler`; returns how many. Called for the ``kedro`` process (from
+    :func:`configure_console_logging`) and in Ray workers, which read conf/logging.yml too."""
+    files: dict[int, logging.Handler] = {}
+    for lg in _loggers():
+        for handler in list(lg.handlers):
+            if type(handler) is logging.handlers.RotatingFileHandler:
+                if id(handler) not in files:
+                    files[id(handler)] = _shared_copy(handler)
+                lg.removeHandler(handler)
+                lg.addHandler(files[id(handler)])
+    return len(files)
+
+
 def configure_console_logging(use_rich: bool | None = None) -> int:
-    """Rich console handlers in a terminal, plain ones elsewhere; log folders; warnings.
+    """Rich console handlers in a terminal, plain ones elsewhere; the rotating log file
+    rotated by one process (:class:`SharedRotatingFileHandler`); log folders; warnings.
 
     ``use_rich`` forces the choice (default: whether the handler's stream is a terminal).
     Returns the number of console handlers swapped for Rich ones.
@@ -74,6 +157,7 @@ def configure_console_logging(use_rich: bool | None = None) -> int:
     py_warnings = logging.getLogger("py.warnings")
     if _third_party_warning not in py_warnings.filters:
         py_warnings.addFilter(_third_party_warning)
+    share_rotating_file_handlers()
     swapped: dict[int, logging.Handler] = {}
     for lg in _loggers():
         for handler in list(lg.handlers):

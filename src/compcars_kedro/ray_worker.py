@@ -83,6 +83,9 @@ class VariantSpec:
 def _configure_worker_logging(log_dir: str, name: str) -> None:
     """INFO lines of the project and Kedro to stderr (Ray shows them in the driver's console,
     prefixed with the task) and to ``logs/ray-<variant>.log``."""
+    from compcars_kedro.logsetup import share_rotating_file_handlers
+
+    share_rotating_file_handlers()  # logs/kedro.log (conf/logging.yml): the driver rotates it
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     for h in list(root.handlers):
