@@ -168,3 +168,44 @@ def test_only_the_first_process_rotates_the_shared_log(tmp_path: Path, monkeypat
     else:  # what the shared handler prevents: the child's line goes to the rotated file
         assert order == ["child line 1", "parent line 0", "parent line 1", "child line 2",
                          "parent line 2", "parent line 3", "parent line 4"]
+
+
+def test_a_clear_project_error_is_one_message_and_its_traceback_goes_to_the_log(
+        tmp_path: Path, tiny_sample: Path) -> None:
+    project = make_project_copy(tmp_path / "project", tiny_sample)
+    (project / "conf" / "logging.yml").write_text((ROOT / "conf" / "logging.yml").read_text())
+    (project / "logs").mkdir()  # as in the checkout (logs/.gitkeep)
+    bad = ("run", "--params", "model=vgg16")
+    result = kedro_cli(project, *bad)
+    console = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "model='vgg16' is unknown" in console and "Traceback" not in console
+    assert "logs/kedro.log; COMPCARS_TRACEBACK=1 shows it here" in console
+    log = (project / "logs" / "kedro.log").read_text()
+    assert "Traceback (most recent call last)" in log and "model='vgg16' is unknown" in log
+    import os
+
+    full = subprocess.run([str(Path(sys.executable).with_name("kedro")), *bad], cwd=project,
+                          env={**os.environ, "COMPCARS_TRACEBACK": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert full.returncode == 1 and "Traceback (most recent call last)" in full.stderr
+
+
+def test_an_error_from_outside_the_project_keeps_its_traceback(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    from compcars_kedro import logsetup
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda *exc: seen.append(exc))
+    logsetup.install_short_errors()
+    hook = sys.excepthook
+    lg = logging.getLogger("compcars_test_short_errors")
+    lg.handlers[:] = [logging.FileHandler(tmp_path / "x.log", delay=True)]
+    try:
+        try:
+            int("not a number")  # a ValueError raised here, in the tests, not the package
+        except ValueError as exc:
+            hook(type(exc), exc, exc.__traceback__)
+    finally:
+        lg.handlers[:] = []
+    assert len(seen) == 1 and isinstance(seen[0][1], ValueError)  # the usual hook ran

@@ -174,3 +174,57 @@ def configure_console_logging(use_rich: bool | None = None) -> int:
             lg.removeHandler(handler)
             lg.addHandler(rich)
     return len(swapped)
+
+
+#: Exception types the project raises on purpose with a message that says what is wrong and
+#: what to run (parameter validation, missing weights, data that disagrees, a busy work dir).
+CLEAR_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)
+#: ``COMPCARS_TRACEBACK=1`` shows the full traceback on the console too.
+TRACEBACK_ENV = "COMPCARS_TRACEBACK"
+
+
+def _raised_by_project(tb: object) -> bool:
+    """Whether the innermost frame of traceback ``tb`` is the project's own code."""
+    last = tb
+    while getattr(last, "tb_next", None) is not None:
+        last = last.tb_next  # type: ignore[attr-defined]
+    filename = last.tb_frame.f_code.co_filename  # type: ignore[attr-defined]
+    return filename.startswith(str(Path(__file__).resolve().parent) + os.sep)
+
+
+def _log_files() -> list[logging.FileHandler]:
+    seen: dict[int, logging.FileHandler] = {}
+    for lg in _loggers():
+        for h in lg.handlers:
+            if isinstance(h, logging.FileHandler):
+                seen.setdefault(id(h), h)
+    return list(seen.values())
+
+
+def install_short_errors() -> None:
+    """``sys.excepthook`` for the ``kedro`` command: an error the project raised on purpose
+    (:data:`CLEAR_ERRORS` from its own code) is printed as its message alone, with its full
+    traceback written to the log file (``logs/kedro.log``); anything else, or when no log file
+    is configured, or with ``COMPCARS_TRACEBACK=1``, keeps the usual traceback."""
+    previous = sys.excepthook
+    if getattr(previous, "_compcars_short_errors", False):
+        return
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: object) -> None:
+        files = _log_files()
+        if (not issubclass(exc_type, CLEAR_ERRORS) or tb is None or not files
+                or os.environ.get(TRACEBACK_ENV) == "1" or not _raised_by_project(tb)):
+            previous(exc_type, exc, tb)  # type: ignore[arg-type]
+            return
+        record = logging.LogRecord("compcars_kedro", logging.ERROR, __file__, 0,
+                                   "%s", (f"{exc_type.__name__}: {exc}",),
+                                   (exc_type, exc, tb))  # type: ignore[arg-type]
+        for h in files:
+            h.handle(record)
+            h.flush()
+        where = ", ".join(h.baseFilename for h in files)
+        sys.stderr.write(f"\nError ({exc_type.__name__}): {exc}\n\n(the full traceback is in "
+                         f"{where}; {TRACEBACK_ENV}=1 shows it here)\n")
+
+    hook._compcars_short_errors = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

@@ -7,11 +7,12 @@ import os
 from compcars_kedro._environment import configure_environment
 from compcars_kedro.config_loader import ProjectConfigLoader
 from compcars_kedro.hooks import MlflowArtifactsHook, ValidateParametersHook
-from compcars_kedro.logsetup import configure_console_logging
+from compcars_kedro.logsetup import configure_console_logging, install_short_errors
 from compcars_kedro.mlflow_runs import CloseStaleRunsHook, NameRunHook
 
 configure_environment()
 configure_console_logging()  # plain console lines when not a terminal (conf/logging.yml)
+install_short_errors()  # the project's clear errors without a console traceback
 
 
 def _env(key: str, default: str | None = None) -> str | None:
