@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from compcars_kedro.processes import owner_alive, process_start
+
 #: Warnings raised by other packages' code on every ``kedro`` command, with why they are dropped.
 #: MLflow raises them under ``warnings.simplefilter("once")`` (a ``warnings`` filter cannot stop
 #: them), so they are dropped from the ``py.warnings`` logger instead.
@@ -42,18 +44,8 @@ def _third_party_warning(record: logging.LogRecord) -> bool:
     return True
 
 
-#: Environment variable holding the pid of the process that rotates ``logs/kedro.log``.
+#: Environment variable holding "<pid> <start>" of the process that rotates ``logs/kedro.log``.
 ROTATOR_ENV = "COMPCARS_LOG_ROTATOR"
-
-
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -70,11 +62,12 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
     def __init__(self, filename: str, *args: object, **kwargs: object) -> None:
         super().__init__(filename, *args, **kwargs)  # type: ignore[arg-type]
-        me = str(os.getpid())
-        owner = os.environ.get(ROTATOR_ENV)
-        if owner is None or not _pid_alive(owner):
-            os.environ[ROTATOR_ENV] = owner = me
-        self.rotates = owner == me
+        me = f"{os.getpid()} {process_start(os.getpid())}"  # pid and start: no reused pid
+        pid, _, start = os.environ.get(ROTATOR_ENV, "").partition(" ")
+        if not pid.isdigit() or not owner_alive({"pid": pid,
+                                                 "start": None if start == "None" else start}):
+            os.environ[ROTATOR_ENV] = me
+        self.rotates = os.environ[ROTATOR_ENV] == me
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:  # noqa: N802 - logging's name
         if self.rotates:

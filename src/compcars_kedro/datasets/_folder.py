@@ -14,6 +14,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from kedro.io.core import AbstractVersionedDataset, Version
 
+from compcars_kedro.processes import owner_alive as _owner_alive
+from compcars_kedro.processes import process_start as _process_start
 from compcars_kedro.types import VariantFailed
 
 logger = logging.getLogger(__name__)
@@ -56,33 +58,9 @@ def write_npy(path: Path, data: Any, dtype: Any = None) -> None:
     del out
 
 
-def _process_start(pid: int) -> str | None:
-    """Start time of ``pid`` (clock ticks since boot, Linux ``/proc``); None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] in ("Z", "X") else fields[19]  # state, starttime (field 22)
-
-
 def _owner_record() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(),
             "start": _process_start(os.getpid()), "time": time.time()}
-
-
-def _owner_alive(owner: dict[str, Any]) -> bool:
-    pid = int(owner["pid"])
-    if Path("/proc/self/stat").exists():
-        start = _process_start(pid)
-        return start is not None and (owner.get("start") in (None, start))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_stale_partial(folder: Path, now: float | None = None) -> bool:

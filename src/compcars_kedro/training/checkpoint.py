@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from compcars_kedro.processes import owner_alive
+
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
@@ -129,12 +131,10 @@ def _flock(path: Path, *, blocking: bool = True) -> Iterator[int]:
 
 def _remove_stale_siblings(folder: Path) -> None:
     """Remove ``<name>.tmp-<pid>-*`` / ``<name>.old-<pid>-*`` left by processes that died."""
-    from compcars_kedro.datasets._folder import _owner_alive  # lazy: datasets import this module
-
     for p in folder.parent.glob(f"{folder.name}.*-*-*"):
         kind, _, rest = p.name[len(folder.name) + 1:].partition("-")
         pid = rest.split("-", 1)[0]
-        if kind in ("tmp", "old") and pid.isdigit() and not _owner_alive({"pid": pid}):
+        if kind in ("tmp", "old") and pid.isdigit() and not owner_alive({"pid": pid}):
             shutil.rmtree(p, ignore_errors=True)
             logger.info("removed %s left by a process that died", p)
 
@@ -148,8 +148,6 @@ def recover_interrupted_save(folder: str | Path) -> bool:
     the previous one when that is missing. Only folders of processes that no longer run are
     touched. Returns whether ``folder`` was recovered.
     """
-    from compcars_kedro.datasets._folder import _owner_alive  # lazy: datasets import this module
-
     folder = Path(folder)
     if folder.exists() or not folder.parent.is_dir():
         return False
@@ -161,7 +159,7 @@ def recover_interrupted_save(folder: str | Path) -> bool:
         for old in olds:
             token = old.name[len(folder.name) + len(".old-"):]
             pid = token.split("-", 1)[0]
-            if not pid.isdigit() or _owner_alive({"pid": pid}):
+            if not pid.isdigit() or owner_alive({"pid": pid}):
                 continue
             new = folder.with_name(f"{folder.name}.tmp-{token}")
             source = new if (new / MODEL_FILE).is_file() and (new / META_FILE).is_file() else old
@@ -204,7 +202,6 @@ def save_checkpoint(ckpt: Checkpoint, folder: str | Path, *, atomic: bool = True
     tmp.mkdir()
     try:
         _write_files(ckpt, tmp)
-        recover_interrupted_save(folder)  # before the dead process's folders are removed
         with _flock(folder.with_name(f".{folder.name}.lock")):
             _remove_stale_siblings(folder)
             old = folder.with_name(f"{folder.name}.old-{token}")
